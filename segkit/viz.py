@@ -6,12 +6,6 @@ display it and scripts save it with ``fig.savefig``.
 
 from __future__ import annotations
 
-import matplotlib
-
-if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline",):
-    pass
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-__all__ = ["Figure", "np", "plt"]
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
