@@ -1,0 +1,179 @@
+"""A semantic-segmentation run from a :class:`TrainConfig`: data, model, optimiser, training,
+evaluation, and a run folder with checkpoint, history, results and figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .data import Augment, SegmentationDataset, label_counts, make_loader
+from .losses import class_weights, cross_entropy_criterion
+from .models import create_model
+from .train import load_checkpoint, train
+from .utils import atomic_write_text, get_device, seed_everything
+
+PREVIEW_IDS = (0, 10, 20, 30, 40)  # the fixed test images shown in every run's figure
+
+
+def hardware() -> str:
+    """A short description of where a run happened (for results files)."""
+    if torch.cuda.is_available():
+        return f"CUDA {torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    threads = torch.get_num_threads()
+    return (f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
+            f"{threads} torch threads), torch {torch.__version__}")
+
+
+def write_json(obj, path: str | os.PathLike) -> Path:
+    """JSON with NaN written as null (strict JSON), atomically."""
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, (np.floating, np.integer)):
+            return clean(x.item())
+        return x
+    return atomic_write_text(json.dumps(clean(obj), indent=2), path)
+
+
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, steps: int):
+    """AdamW (or SGD) over trainable parameters and a per-step warmup + cosine schedule."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'adamw' or 'sgd'")
+    if cfg.scheduler == "cosine":
+        warm = max(1, min(cfg.warmup_steps, steps // 10))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, steps - warm))))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    elif cfg.scheduler == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
+    elif cfg.scheduler == "none":
+        sched = None
+    else:
+        raise ValueError(f"unknown scheduler {cfg.scheduler!r}; choose cosine, plateau or none")
+    return opt, sched
+
+
+@torch.inference_mode()
+def predict_split(model: torch.nn.Module, dataset: SegmentationDataset, device: torch.device,
+                  batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax scores (N, C, H, W) float32 and labels (N, H, W) int64 over a whole split (CPU)."""
+    model.eval().to(device)
+    scores, labels = [], []
+    for images, masks in make_loader(dataset, batch_size, shuffle=False):
+        images = images.to(device).contiguous(memory_format=torch.channels_last)
+        scores.append(model(images).float().softmax(1).cpu())
+        labels.append(masks)
+    return torch.cat(scores), torch.cat(labels)
+
+
+def evaluate_split(model, dataset: SegmentationDataset, device: torch.device):
+    """``metrics.segmentation_eval`` of ``model`` on a dataset."""
+    from .metrics import segmentation_eval
+
+    scores, labels = predict_split(model, dataset, device)
+    return segmentation_eval(scores, labels, len(dataset.classes), class_names=dataset.classes)
+
+
+def save_run_figures(run_dir: Path, model, history: dict, results, device, data_dir) -> None:
+    from . import viz
+
+    fig = viz.plot_history(history)
+    fig.savefig(run_dir / "loss_curve.png", dpi=120, bbox_inches="tight")
+    fig = viz.plot_confusion_matrix(results, results.class_names)
+    fig.savefig(run_dir / "confusion_val.png", dpi=120, bbox_inches="tight")
+    test = SegmentationDataset("test", data_dir, preload=False)
+    ids = [i for i in PREVIEW_IDS if i < len(test)]
+    fig = viz.show_predictions(model, test, ids, device)
+    fig.savefig(run_dir / "predictions_test.png", dpi=120, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def run_experiment(cfg: TrainConfig, *, progress: bool = True, figures: bool = True) -> dict:
+    """Train ``cfg`` and write ``<out_dir>/<name>/``: checkpoint.pt, history.json, results_val.json,
+    loss_curve.png, confusion_val.png, predictions_test.png. Returns the results dict."""
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    seed_everything(cfg.seed)
+    device = get_device(cfg.device)
+    run_dir = Path(cfg.out_dir) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    aug = Augment(scale=cfg.aug_scale, ratio=cfg.aug_ratio, flip_p=cfg.flip_p)
+    train_set = SegmentationDataset("train", cfg.data_dir, transform=aug, limit=cfg.limit_train)
+    val_set = SegmentationDataset("val", cfg.data_dir, limit=cfg.limit_val)
+    train_loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    val_loader = make_loader(val_set, cfg.batch_size, shuffle=False)
+    weights = None
+    if cfg.class_weighting == "inverse":
+        weights = class_weights(label_counts(train_set), cap=cfg.weight_cap).to(device)
+    elif cfg.class_weighting != "none":
+        raise ValueError(f"unknown class_weighting {cfg.class_weighting!r}; use inverse or none")
+    criterion = partial(cross_entropy_criterion, weights=weights)
+    model = create_model(cfg.model, cfg.num_classes, cfg.weights, freeze_encoder=cfg.freeze_encoder)
+    optimizer, scheduler = build_optimizer(cfg, model, cfg.epochs * len(train_loader))
+    t0 = time.perf_counter()
+    model, history = train(
+        model, optimizer, criterion, train_loader, device, scheduler, epochs=cfg.epochs,
+        num_early_stop=cfg.early_stop, valloader=val_loader, save_path=run_dir / "checkpoint.pt",
+        num_classes=cfg.num_classes, select_metric=cfg.select_metric, config=cfg.to_dict(),
+        amp=cfg.amp, channels_last=cfg.channels_last, progress=progress,
+    )
+    wall = time.perf_counter() - t0
+    results = evaluate_split(model, val_set, device)
+    out = {
+        "run": cfg.name, "split": "val", "config": cfg.to_dict(), "epochs_run": len(history["epoch"]),
+        "best_epoch": history["best_epoch"], "train_seconds": wall, "hardware": hardware(),
+        "class_weights": None if weights is None else weights.cpu().tolist(),
+        "metrics": results.to_dict(),
+    }
+    write_json(history, run_dir / "history.json")
+    write_json(out, run_dir / "results_val.json")
+    if figures:
+        save_run_figures(run_dir, model, history, results, device, cfg.data_dir)
+    return out
+
+
+def load_run_model(run_dir: str | os.PathLike, device: torch.device | None = None):
+    """The best model of a run folder and its :class:`TrainConfig`."""
+    ck = load_checkpoint(Path(run_dir) / "checkpoint.pt")
+    cfg = TrainConfig.from_dict(ck["config"])
+    # the checkpoint holds every weight: never fetch pretrained ones again
+    model = create_model(cfg.model, cfg.num_classes, None)
+    model.load_state_dict(ck["model"])
+    return model.to(device or "cpu").eval(), cfg
+
+
+def evaluate_run(run_dir: str | os.PathLike, split: str = "test", device: str = "auto",
+                 data_dir: str | None = None) -> dict:
+    """Evaluate a finished run on ``split`` and write ``results_<split>.json`` in its folder."""
+    dev = get_device(device)
+    model, cfg = load_run_model(run_dir, dev)
+    dataset = SegmentationDataset(split, data_dir or cfg.data_dir)
+    results = evaluate_split(model, dataset, dev)
+    out = {"run": cfg.name, "split": split, "config": cfg.to_dict(), "hardware": hardware(),
+           "metrics": results.to_dict()}
+    write_json(out, Path(run_dir) / f"results_{split}.json")
+    return out

@@ -1,0 +1,75 @@
+"""Model registry: ``create_model(name, num_classes=9, weights=...)`` and ``list_models()``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from .assignment import BaseConv, UNet
+from .base import SegmentationModel, predict
+from .pretrained import EffNetUNet, ResnetBasedModel, ResnetUNetModel
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    MODELS[fn.__name__] = fn
+    return fn
+
+
+@register_model
+def baseconv(num_classes: int = 9, weights: None = None, **kw) -> nn.Module:
+    if weights is not None:
+        raise ValueError("baseconv has no pretrained weights; use weights=None")
+    return BaseConv(num_classes, **kw)
+
+
+@register_model
+def unet(num_classes: int = 9, weights: None = None, **kw) -> nn.Module:
+    if weights is not None:
+        raise ValueError("unet has no pretrained weights; use weights=None")
+    return UNet(num_classes, **kw)
+
+
+@register_model
+def resnet18(num_classes: int = 9, weights: str | None = None, **kw) -> nn.Module:
+    return ResnetBasedModel(num_classes, weights=weights, **kw)
+
+
+@register_model
+def resnet18_unet(num_classes: int = 9, weights: str | None = None, **kw) -> nn.Module:
+    return ResnetUNetModel(num_classes, weights=weights, **kw)
+
+
+@register_model
+def effnet_unet(num_classes: int = 9, weights: str | None = "imagenet", **kw) -> nn.Module:
+    return EffNetUNet(num_classes, weights=weights, **kw)
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def create_model(
+    name: str, num_classes: int = 9, weights: str | None = None, *, freeze_encoder: bool = False,
+    **kwargs,
+) -> nn.Module:
+    """Build a registered model; ``weights`` is None, "imagenet" or a local file path.
+
+    Example:
+        >>> model = create_model("unet", num_classes=9)
+        >>> model = create_model("effnet_unet", weights="imagenet", freeze_encoder=True)
+    """
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; available: {list_models()}")
+    model = MODELS[name](num_classes=num_classes, weights=weights, **kwargs)
+    if freeze_encoder:
+        model.freeze_encoder(True)
+    return model
+
+
+__all__ = [
+    "MODELS", "BaseConv", "EffNetUNet", "ResnetBasedModel", "ResnetUNetModel", "SegmentationModel",
+    "UNet", "create_model", "list_models", "predict", "register_model",
+]  # fmt: skip

