@@ -177,3 +177,20 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", device: str = 
            "metrics": results.to_dict()}
     write_json(out, Path(run_dir) / f"results_{split}.json")
     return out
+
+
+def run_baseline(data_dir: str | None = None, split: str = "val", out: str | None = None) -> dict:
+    """Q2: fit the per-pixel class-frequency baseline on train, evaluate it on ``split``."""
+    from .baseline import simple_predict, simple_train
+    from .metrics import segmentation_eval
+
+    train_set = SegmentationDataset("train", data_dir)
+    eval_set = SegmentationDataset(split, data_dir)
+    freq = simple_train(len(train_set.classes), make_loader(train_set, 32, shuffle=False))
+    gts, preds = simple_predict(make_loader(eval_set, 32, shuffle=False), freq)
+    results = segmentation_eval(torch.from_numpy(preds), torch.from_numpy(gts[:, 0]),
+                                len(eval_set.classes), class_names=eval_set.classes)
+    res = {"run": "baseline", "split": split, "hardware": hardware(), "metrics": results.to_dict()}
+    if out is not None:
+        write_json(res, Path(out) / f"results_{split}.json")
+    return res

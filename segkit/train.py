@@ -154,12 +154,13 @@ def validate_model(
 ) -> dict[str, float]:
     """Mean loss over ``loader``; with ``num_classes`` also mean AP (course "voc" flavour and
     sklearn "step"), mIoU and pixel accuracy. Restores the model's train/eval mode."""
-    from .metrics import APAccumulator, ConfusionMatrix
-
     was_training = model.training
     model.eval()
-    cm = ConfusionMatrix(num_classes, device=device) if num_classes else None
-    ap = APAccumulator(num_classes) if num_classes else None
+    cm = ap = None
+    if num_classes:
+        from .metrics import APAccumulator, ConfusionMatrix
+
+        cm, ap = ConfusionMatrix(num_classes), APAccumulator(num_classes)
     total, seen = 0.0, 0
     try:
         for images, targets in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
