@@ -1,3 +1,33 @@
-"""segkit: semantic and instance segmentation for the CS 498 MP4 assignment, as a package."""
+"""segkit: semantic and instance segmentation for the CS 498 MP4 assignment, as a package.
+
+The notebook-facing API is re-exported here; everything else lives in its module
+(``segkit.data``, ``segkit.metrics``, ``segkit.train``, ``segkit.viz``, ...).
+"""
 
 __version__ = "0.1.0"
+
+from . import viz  # noqa: E402
+from .baseline import simple_predict, simple_train  # noqa: E402
+from .config import RECIPES, TrainConfig, recipe  # noqa: E402
+from .data import CLASSES, NO_AUGMENT, Augment, SegmentationDataset, make_loader  # noqa: E402
+from .losses import class_weights, cross_entropy_criterion  # noqa: E402
+from .models import (  # noqa: E402
+    BaseConv,
+    EffNetUNet,
+    ResnetBasedModel,
+    ResnetUNetModel,
+    UNet,
+    create_model,
+    list_models,
+    predict,
+)
+from .train import load_checkpoint, train, validate_model  # noqa: E402
+from .utils import get_device, seed_everything  # noqa: E402
+
+__all__ = [
+    "CLASSES", "NO_AUGMENT", "RECIPES", "Augment", "BaseConv", "EffNetUNet", "ResnetBasedModel",
+    "ResnetUNetModel", "SegmentationDataset", "TrainConfig", "UNet", "__version__",
+    "class_weights", "create_model", "cross_entropy_criterion", "get_device", "list_models",
+    "load_checkpoint", "make_loader", "predict", "recipe", "seed_everything", "simple_predict",
+    "simple_train", "train", "validate_model", "viz",
+]  # fmt: skip

@@ -140,6 +140,7 @@ class SegmentationDataset(Dataset):
             ``tv_tensors``, or None.
         preload: decode everything once into uint8 tensors (fast epochs, ~0.2 MB per image).
         limit: keep only the first ``limit`` images (quick runs, tests).
+        progress: show a progress bar while preloading.
     """
 
     def __init__(
@@ -149,6 +150,7 @@ class SegmentationDataset(Dataset):
         transform: Augment | Transform | None = None,
         preload: bool = True,
         limit: int | None = None,
+        progress: bool = True,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
@@ -160,8 +162,9 @@ class SegmentationDataset(Dataset):
         self._images: list[torch.Tensor] | None = None
         self._masks: list[torch.Tensor] | None = None
         if preload:
-            pairs = [self._load(i) for i in tqdm(range(len(self.stems)), desc=f"load {split}",
-                                                  leave=False)]
+            ids = tqdm(range(len(self.stems)), desc=f"load {split}", leave=False,
+                       disable=not progress)
+            pairs = [self._load(i) for i in ids]
             self._images = [p[0] for p in pairs]
             self._masks = [p[1] for p in pairs]
 

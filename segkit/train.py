@@ -97,6 +97,7 @@ def train_one_epoch(
     channels_last: bool = False,
     log_every: int = 10,
     desc: str = "train",
+    progress: bool = True,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns ``{"loss": mean training loss}``.
 
@@ -106,7 +107,7 @@ def train_one_epoch(
     model.train()
     total = torch.zeros((), device=device)
     seen = 0
-    bar = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
+    bar = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=not progress)
     for step, (images, targets) in enumerate(bar):
         images = to_device(images, device, channels_last)  # (N, 3, H, W)
         targets = to_device(targets, device)
@@ -151,6 +152,7 @@ def validate_model(
     amp: bool = False,
     channels_last: bool = False,
     desc: str = "val",
+    progress: bool = True,
 ) -> dict[str, float]:
     """Mean loss over ``loader``; with ``num_classes`` also mean AP (course "voc" flavour and
     sklearn "step"), mIoU and pixel accuracy. Restores the model's train/eval mode."""
@@ -163,7 +165,8 @@ def validate_model(
         cm, ap = ConfusionMatrix(num_classes), APAccumulator(num_classes)
     total, seen = 0.0, 0
     try:
-        for images, targets in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+        for images, targets in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True,
+                                    disable=not progress):
             images = to_device(images, device, channels_last)
             targets = to_device(targets, device)
             with autocast_context(device, amp):
@@ -254,12 +257,13 @@ def train(
         t0 = time.perf_counter()
         stats = train_one_epoch(model, trainloader, optimizer, criterion, device,
                                 scheduler=None if plateau else scheduler, scaler=scaler, amp=amp,
-                                channels_last=channels_last, desc=f"epoch {epoch + 1}")
+                                channels_last=channels_last, desc=f"epoch {epoch + 1}",
+                                progress=progress)
         row = {"epoch": epoch + 1, "train_loss": stats["loss"],
                "lr": optimizer.param_groups[0]["lr"]}
         if valloader is not None:
             val = validate_model(model, valloader, criterion, device, num_classes, amp=amp,
-                                 channels_last=channels_last)
+                                 channels_last=channels_last, progress=progress)
             row.update({f"val_{k}": v for k, v in val.items()})
             if plateau:
                 scheduler.step(val["loss"])
