@@ -12,6 +12,11 @@ import typing
 from collections.abc import Sequence
 
 from .config import RECIPES, TrainConfig, recipe
+from .instance import add_instance_subparser
+from .report import add_report_subparsers
+from .reproduce import add_reproduce_subparser
+from .sources import add_data_subparser
+from .study import add_study_subparser
 
 
 def _field_type(f: dataclasses.Field):
@@ -65,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .experiment import run_experiment
 
     cfg = config_from_args(args)
-    out = run_experiment(cfg)
+    out = run_experiment(cfg, figures=args.figures)
     m = out["metrics"]
     print(f"{cfg.name}: val mean AP {m['mean_ap']:.3f}  mIoU {m['miou']:.3f}  "
           f"pixel acc {m['pixel_acc']:.3f}  ({out['train_seconds'] / 60:.1f} min, "
@@ -76,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .experiment import evaluate_run
 
-    out = evaluate_run(args.run, args.split, args.device, args.data_dir)
+    out = evaluate_run(args.run, args.split, args.device, args.data_dir, limit=args.limit)
     m = out["metrics"]
     print(f"{out['run']} on {args.split}: mean AP {m['mean_ap']:.3f}  mIoU {m['miou']:.3f}  "
           f"pixel acc {m['pixel_acc']:.3f}")
@@ -99,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model (recipes: " + ", ".join(RECIPES) + ")")
     add_config_flags(p)
     p.add_argument("--quick", action="store_true", help="1 epoch on 16 images (smoke test)")
+    p.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True,
+                   help="write the run's figures (needs the test split for the preview)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run folder on a split")
@@ -106,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--limit", type=int, default=None, help="first N images only (smoke tests)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("baseline", help="the per-pixel class-frequency baseline (Q2)")
@@ -114,14 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/baseline")
     p.set_defaults(func=cmd_baseline)
 
-    for module, fn in (("sources", "add_data_subparser"), ("instance", "add_instance_subparser"),
-                       ("study", "add_study_subparser"), ("report", "add_report_subparsers")):
-        try:
-            mod = __import__(f"segkit.{module}", fromlist=[fn])
-        except ImportError:
-            continue
-        if hasattr(mod, fn):
-            getattr(mod, fn)(sub)
+    add_data_subparser(sub)
+    add_study_subparser(sub)
+    add_instance_subparser(sub)
+    add_reproduce_subparser(sub)
+    add_report_subparsers(sub)
     return parser
 
 

@@ -96,25 +96,39 @@ def evaluate_split(model, dataset: SegmentationDataset, device: torch.device):
     return segmentation_eval(scores, labels, len(dataset.classes), class_names=dataset.classes)
 
 
-def save_run_figures(run_dir: Path, model, history: dict, results, device, data_dir) -> None:
-    from . import viz
-
-    fig = viz.plot_history(history)
-    fig.savefig(run_dir / "loss_curve.png", dpi=120, bbox_inches="tight")
-    fig = viz.plot_confusion_matrix(results, results.class_names)
-    fig.savefig(run_dir / "confusion_val.png", dpi=120, bbox_inches="tight")
-    test = SegmentationDataset("test", data_dir, preload=False)
-    ids = [i for i in PREVIEW_IDS if i < len(test)]
-    fig = viz.show_predictions(model, test, ids, device)
-    fig.savefig(run_dir / "predictions_test.png", dpi=120, bbox_inches="tight")
+def save_run_figures(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
+                     data_dir: str | None = None) -> list[Path]:
+    """Figures of a finished run, from its folder: loss curve, val confusion matrix with AP and
+    IoU columns, and image / ground truth / prediction for the fixed test images."""
     import matplotlib.pyplot as plt
 
-    plt.close("all")
+    from . import viz
+
+    run_dir = Path(run_dir)
+    history = json.loads((run_dir / "history.json").read_text())
+    metrics = json.loads((run_dir / "results_val.json").read_text())["metrics"]
+    model, cfg = load_run_model(run_dir, get_device(device))
+    test = SegmentationDataset("test", data_dir or cfg.data_dir, preload=False)
+    figs = {
+        "loss_curve.png": viz.plot_history(history),
+        "confusion_val.png": viz.plot_confusion_matrix(
+            np.array(metrics["confusion"]), metrics["class_names"],
+            ap=metrics["ap"], iou=metrics["iou"]),
+        "predictions_test.png": viz.show_predictions(
+            model, test, [i for i in PREVIEW_IDS if i < len(test)], next(model.parameters()).device),
+    }
+    paths = []
+    for name, fig in figs.items():
+        fig.savefig(run_dir / name, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(run_dir / name)
+    return paths
 
 
 def run_experiment(cfg: TrainConfig, *, progress: bool = True, figures: bool = True) -> dict:
     """Train ``cfg`` and write ``<out_dir>/<name>/``: checkpoint.pt, history.json, results_val.json,
-    loss_curve.png, confusion_val.png, predictions_test.png. Returns the results dict."""
+    loss_curve.png, confusion_val.png, predictions_test.png. Returns the val results dict (as in
+    results_val.json) plus the training ``history``."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed)
@@ -152,8 +166,8 @@ def run_experiment(cfg: TrainConfig, *, progress: bool = True, figures: bool = T
     write_json(history, run_dir / "history.json")
     write_json(out, run_dir / "results_val.json")
     if figures:
-        save_run_figures(run_dir, model, history, results, device, cfg.data_dir)
-    return out
+        save_run_figures(run_dir, device, cfg.data_dir)
+    return {**out, "history": history}
 
 
 def load_run_model(run_dir: str | os.PathLike, device: torch.device | None = None):
@@ -167,25 +181,28 @@ def load_run_model(run_dir: str | os.PathLike, device: torch.device | None = Non
 
 
 def evaluate_run(run_dir: str | os.PathLike, split: str = "test", device: str = "auto",
-                 data_dir: str | None = None) -> dict:
-    """Evaluate a finished run on ``split`` and write ``results_<split>.json`` in its folder."""
+                 data_dir: str | None = None, limit: int | None = None) -> dict:
+    """Evaluate a finished run on ``split`` and write ``results_<split>.json`` in its folder
+    (``limit``: first N images only, for smoke tests; recorded in the file)."""
     dev = get_device(device)
     model, cfg = load_run_model(run_dir, dev)
-    dataset = SegmentationDataset(split, data_dir or cfg.data_dir)
+    dataset = SegmentationDataset(split, data_dir or cfg.data_dir, limit=limit)
     results = evaluate_split(model, dataset, dev)
-    out = {"run": cfg.name, "split": split, "config": cfg.to_dict(), "hardware": hardware(),
-           "metrics": results.to_dict()}
+    out = {"run": cfg.name, "split": split, "num_images": len(dataset), "config": cfg.to_dict(),
+           "hardware": hardware(), "metrics": results.to_dict()}
     write_json(out, Path(run_dir) / f"results_{split}.json")
     return out
 
 
-def run_baseline(data_dir: str | None = None, split: str = "val", out: str | None = None) -> dict:
-    """Q2: fit the per-pixel class-frequency baseline on train, evaluate it on ``split``."""
+def run_baseline(data_dir: str | None = None, split: str = "val", out: str | None = None,
+                 limit: int | None = None) -> dict:
+    """Q2: fit the per-pixel class-frequency baseline on train, evaluate it on ``split``
+    (``limit``: first N images of each split only, for smoke tests)."""
     from .baseline import simple_predict, simple_train
     from .metrics import segmentation_eval
 
-    train_set = SegmentationDataset("train", data_dir)
-    eval_set = SegmentationDataset(split, data_dir)
+    train_set = SegmentationDataset("train", data_dir, limit=limit)
+    eval_set = SegmentationDataset(split, data_dir, limit=limit)
     freq = simple_train(len(train_set.classes), make_loader(train_set, 32, shuffle=False))
     gts, preds = simple_predict(make_loader(eval_set, 32, shuffle=False), freq)
     results = segmentation_eval(torch.from_numpy(preds), torch.from_numpy(gts[:, 0]),
@@ -194,3 +211,13 @@ def run_baseline(data_dir: str | None = None, split: str = "val", out: str | Non
     if out is not None:
         write_json(res, Path(out) / f"results_{split}.json")
     return res
+
+
+def results_table(runs: dict[str, dict]) -> str:
+    """A plain-text table of results dicts (as returned by ``run_experiment``/``evaluate_run``)."""
+    lines = [f"{'run':16s} {'split':5s} {'mean AP':>8s} {'AP step':>8s} {'mIoU':>6s} {'acc':>6s}"]
+    for name, r in runs.items():
+        m = r["metrics"]
+        lines.append(f"{name:16s} {r['split']:5s} {m['mean_ap']:8.3f} {m['mean_ap_step']:8.3f} "
+                     f"{m['miou']:6.3f} {m['pixel_acc']:6.3f}")
+    return "\n".join(lines)

@@ -9,6 +9,9 @@ from pathlib import Path
 from .config import TrainConfig, recipe
 from .data import Augment
 
+AUGMENT_MODEL = "effnet_unet"  # the fastest model to train here; every setting gets the same budget
+AUGMENT_EPOCHS = 4
+
 # label -> augmentation; every setting trains the same model for the same number of epochs
 AUGMENT_SETTINGS: dict[str, Augment] = {
     "none": Augment(scale=None, flip_p=0.0),
@@ -36,7 +39,7 @@ def augmentation_study(base: TrainConfig | None = None,
 
     from .experiment import run_experiment
 
-    base = base or recipe("effnet_unet", epochs=5)
+    base = base or recipe(AUGMENT_MODEL, epochs=AUGMENT_EPOCHS)
     rows = []
     for label, aug in (settings or AUGMENT_SETTINGS).items():
         cfg = study_config(base, label, aug)
@@ -74,8 +77,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def add_study_subparser(sub) -> None:
     p = sub.add_parser("study", help="Q1: augmentation study (same model and budget per setting)")
-    p.add_argument("--model", default="effnet_unet")
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--model", default=AUGMENT_MODEL)
+    p.add_argument("--epochs", type=int, default=AUGMENT_EPOCHS)
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out-dir", default="runs")

@@ -127,3 +127,129 @@ def show_augmentations(dataset, index: int, augments: dict, n: int = 3, seed: in
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------- instance segmentation
+def colorize_instances(labels) -> np.ndarray:
+    """Instance label map (H, W), 0 = background -> RGB uint8 (H, W, 3); ids cycle tab10."""
+    labels = np.asarray(labels).astype(np.int64)
+    tab10 = (np.array(plt.get_cmap("tab10").colors) * 255).astype(np.uint8)  # (10, 3)
+    out = tab10[(labels - 1) % len(tab10)]
+    out[labels <= 0] = 0
+    return out
+
+
+def overlay_instances(image, labels, alpha: float = 0.55) -> np.ndarray:
+    """Image (3, H, W) or (H, W, 3) with instances blended in and outlined: float (H, W, 3)."""
+    from skimage.segmentation import find_boundaries
+
+    img = _to_hwc(image)
+    img = img.astype(np.float32) / 255 if img.dtype == np.uint8 else img.astype(np.float32)
+    labels = np.asarray(labels)
+    colours = colorize_instances(labels).astype(np.float32) / 255
+    fg = labels > 0
+    out = img.copy()
+    out[fg] = (1 - alpha) * img[fg] + alpha * colours[fg]
+    out[find_boundaries(labels, mode="inner")] = 1.0
+    return out
+
+
+def show_instances(images, gt_labels, pred_labels, titles=None) -> Figure:
+    """Rows of image / ground-truth instances / predicted instances (overlays)."""
+    fig, axes = plt.subplots(len(images), 3, figsize=(10, 3.0 * len(images)), squeeze=False)
+    for r, image in enumerate(images):
+        gt, pred = np.asarray(gt_labels[r]), np.asarray(pred_labels[r])
+        panels = [(_to_hwc(image), "image"),
+                  (overlay_instances(image, gt), f"ground truth ({len(np.unique(gt)) - 1})"),
+                  (overlay_instances(image, pred), f"prediction ({len(np.unique(pred)) - 1})")]
+        for c, (panel, name) in enumerate(panels):
+            axes[r, c].imshow(panel)
+            axes[r, c].set_title(name if titles is None or c else f"{titles[r]}", fontsize=9)
+            axes[r, c].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def show_energy(images, probs, energies, pred_labels=None, titles=None) -> Figure:
+    """Rows of image / foreground probability / watershed energy (/ predicted instances)."""
+    cols = 3 if pred_labels is None else 4
+    fig, axes = plt.subplots(len(images), cols, figsize=(3.3 * cols, 3.0 * len(images)),
+                             squeeze=False)
+    vmax = max(float(np.max(e)) for e in energies) or 1.0
+    for r, image in enumerate(images):
+        axes[r, 0].imshow(_to_hwc(image))
+        axes[r, 0].set_title("image" if titles is None else titles[r], fontsize=9)
+        axes[r, 1].imshow(np.asarray(probs[r]), cmap="gray", vmin=0, vmax=1)
+        axes[r, 1].set_title("foreground probability", fontsize=9)
+        im = axes[r, 2].imshow(np.asarray(energies[r]), cmap="magma", vmin=0, vmax=vmax)
+        axes[r, 2].set_title("energy (expected level)", fontsize=9)
+        fig.colorbar(im, ax=axes[r, 2], fraction=0.046, pad=0.02)
+        if pred_labels is not None:
+            axes[r, 3].imshow(overlay_instances(image, pred_labels[r]))
+            axes[r, 3].set_title("watershed instances", fontsize=9)
+        for ax in axes[r]:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(
+    results_or_cm: object,
+    class_names: list[str] | tuple[str, ...] | None = None,
+    ap: np.ndarray | None = None,
+    iou: np.ndarray | None = None,
+    normalize: str | None = "true",
+) -> Figure:
+    """Confusion-matrix heatmap (rows = ground truth) with per-class AP and IoU columns.
+
+    ``results_or_cm`` is a ``metrics.SegmentationResults`` (AP, IoU and names default to its own)
+    or a (C, C) count matrix. ``normalize``: "true" (rows sum to 1), "pred" (columns), "all",
+    or None (raw counts). NaN entries (absent classes) are left blank and marked "-".
+    """
+    res = results_or_cm if hasattr(results_or_cm, "confusion") else None
+    cm = res.confusion if res is not None else results_or_cm
+    cm = np.asarray(cm.detach().cpu() if hasattr(cm, "detach") else cm, dtype=np.float64)
+    if res is not None:
+        ap = res.ap if ap is None else ap
+        iou = res.iou if iou is None else iou
+        class_names = res.class_names if class_names is None else class_names
+    n = len(cm)
+    names = [str(i) for i in range(n)] if class_names is None else list(class_names)
+    sums = {"true": cm.sum(1, keepdims=True), "pred": cm.sum(0, keepdims=True), "all": cm.sum()}
+    if normalize is not None and normalize not in sums:
+        raise ValueError(f"normalize must be 'true', 'pred', 'all' or None, not {normalize!r}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mat = cm if normalize is None else cm / sums[normalize]
+    extras = [
+        (label, np.asarray(v, np.float64))
+        for label, v in (("AP", ap), ("IoU", iou))
+        if v is not None
+    ]
+    fig, axes = plt.subplots(
+        1,
+        1 + len(extras),
+        figsize=(2.5 + 0.6 * (n + len(extras)), 1.5 + 0.5 * n),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [n] + [1] * len(extras), "wspace": 0.05},
+    )
+    vmax = 1.0 if normalize is not None else max(float(np.nanmax(mat)), 1.0)
+    panels = [(axes[0, 0], mat, "Blues", vmax)]
+    panels += [(axes[0, k + 1], v[:, None], "Greens", 1.0) for k, (_, v) in enumerate(extras)]
+    for ax, values, cmap, top in panels:
+        ax.imshow(values, cmap=cmap, vmin=0, vmax=top, aspect="auto")
+        for (r, c), v in np.ndenumerate(values):
+            counts = normalize is None and values is mat
+            text = "-" if np.isnan(v) else (f"{int(v)}" if counts else f"{v:.2f}")
+            dark = not np.isnan(v) and v > 0.6 * top
+            ax.text(c, r, text, ha="center", va="center", fontsize=7, color="wk"[not dark])
+        ax.set_yticks(range(n), names if ax is axes[0, 0] else [])
+    axes[0, 0].set_xticks(range(n), names, rotation=45, ha="right")
+    axes[0, 0].set(xlabel="predicted", ylabel="ground truth")
+    for k, (label, v) in enumerate(extras):
+        axes[0, k + 1].set_xticks([0], [label])
+        axes[0, k + 1].set_title(
+            f"mean {np.nanmean(v):.3f}" if np.isfinite(v).any() else "", fontsize=8
+        )
+    title = {"true": "rows normalised", "pred": "columns normalised", "all": "normalised"}
+    axes[0, 0].set_title(f"confusion matrix ({title.get(normalize, 'counts')})", fontsize=9)
+    return fig

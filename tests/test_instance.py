@@ -1,0 +1,287 @@
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segkit.instance import (
+    IGNORE_INDEX,
+    DWTLoss,
+    InstanceAugment,
+    InstanceConfig,
+    InstanceUNet,
+    PennFudanDataset,
+    distance_to_boundary,
+    dwt_energy_loss,
+    dwt_loss,
+    evaluate_instance_run,
+    instance_targets,
+    instance_unet,
+    level_edges,
+    quantise_distance,
+    split_stems,
+    train_instance,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _real_pennfudan() -> Path | None:
+    env = os.environ.get("SEGKIT_DATA")
+    for cand in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]:
+        if (cand / "PennFudanPed" / "PedMasks").is_dir():
+            return cand
+    return None
+
+
+def _fake_pennfudan(root: Path, n: int = 8, size=(60, 84)) -> Path:
+    """Penn-Fudan layout; image red channel = 40 * instance id, so pairs can be checked."""
+    ped = root / "PennFudanPed"
+    (ped / "PNGImages").mkdir(parents=True)
+    (ped / "PedMasks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        mask = np.zeros(size, np.uint8)
+        mask[5:50, 6:30] = 1
+        mask[10:55, 30 + i % 5 : 52 + i % 5] = 2  # touches instance 1 for some i
+        image = rng.integers(0, 30, (*size, 3), dtype=np.uint8)
+        image[..., 0] = mask * 40
+        Image.fromarray(image).save(ped / "PNGImages" / f"Ped{i:05d}.png")
+        Image.fromarray(mask, mode="L").save(ped / "PedMasks" / f"Ped{i:05d}_mask.png")
+    return ped
+
+
+SMALL = dict(short_side=64, max_size=96, val_size=2, test_size=2)
+
+
+# ------------------------------------------------------------------ distance / energy targets
+def _two_touching_discs():
+    yy, xx = np.mgrid[:40, :64]
+    lab = np.zeros((40, 64), np.int64)
+    lab[(yy - 20) ** 2 + (xx - 18) ** 2 <= 14**2] = 1
+    lab[((yy - 20) ** 2 + (xx - 44) ** 2 <= 14**2) & (lab == 0)] = 2
+    return lab
+
+
+def test_distance_targets_two_touching_discs():
+    lab = _two_touching_discs()
+    d = distance_to_boundary(lab)
+    assert d[lab == 0].max() == 0 and d[lab > 0].min() == 1  # boundary ring is 1 px away
+    contact = np.flatnonzero((lab[20, :-1] == 1) & (lab[20, 1:] == 2))[0]
+    assert d[20, contact] == 1 and d[20, contact + 1] == 1  # both sides see the contact line
+    assert 14 < d[20, 18] <= 15  # centre of disc 1: about the radius
+    # each disc's maximum is at its own centre, so the energy has two separate basins
+    assert np.unravel_index(np.argmax(np.where(lab == 2, d, 0)), d.shape)[1] > contact + 5
+
+
+def test_distance_targets_nested_shapes_and_border():
+    lab = np.zeros((30, 30), np.int64)
+    lab[2:28, 2:28] = 1
+    lab[10:20, 10:20] = 2  # a square inside a ring
+    d = distance_to_boundary(lab)
+    assert d[14, 14] == 5 and d[10, 10] == 1  # inner distance ignores the outer ring's edge
+    assert d[5, 14] == 4 and d[2, 14] == 1  # ring: distance to its own outside
+    assert d[14, 9] == 1  # ring pixel next to the inner square
+    edge = np.zeros((10, 10), np.int64)
+    edge[:, :5] = 1
+    assert distance_to_boundary(edge)[5, 0] == 1  # the image border counts as boundary
+
+
+def test_quantised_levels_and_weights():
+    edges = level_edges(16)
+    assert len(edges) == 15 and np.all(np.diff(edges) > 0) and edges[0] == 2
+    d = np.array([0.0, 1.0, 1.9, 2.0, 8.0, 100.0])
+    assert quantise_distance(d, edges).tolist() == [0, 0, 0, 1, 7, 15]
+    lab = np.zeros((10, 10), np.int64)
+    lab[:2, :2] = 1  # area 4
+    lab[5:, 5:] = 2  # area 25
+    lab[9, 0] = IGNORE_INDEX  # padding
+    t = instance_targets(lab, edges)
+    assert t["weight"][0, 0] == pytest.approx(0.5) and t["weight"][9, 9] == pytest.approx(0.2)
+    assert t["weight"][3, 3] == 0 and t["valid"][9, 0] == 0 and t["instances"][9, 0] == 0
+    assert t["semantic"].sum() == 29 and t["energy"].dtype == torch.int64
+    assert t["energy"].max() == quantise_distance(np.array([3.0]), edges)[0]
+
+
+# ------------------------------------------------------------------------------------- loss
+def test_energy_loss_hand_computed():
+    # two object pixels, K = 2, level weights (3, 1)
+    logits = torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0]]).T.reshape(1, 2, 1, 2)
+    energy = torch.tensor([[[1, 0]]])  # pixel A: level 1 (y = .25, .75); pixel B: level 0
+    weight = torch.tensor([[[1.0, 0.5]]])
+    lw = torch.tensor([3.0, 1.0])
+    a = -(3 * math.log(0.75) + 1 * math.log(0.75))  # (1 - y0) for level 0, y1 for level 1
+    b = 3 * math.log(2) + 1 * math.log(2)
+    expected = (1.0 * a + 0.5 * b) / 1.5
+    assert dwt_energy_loss(logits, energy, weight, lw).item() == pytest.approx(expected, 1e-5)
+    # pixels with weight 0 (background) do not count, whatever their logits
+    logits2 = torch.cat([logits, torch.tensor([[[[5.0]], [[-5.0]]]])], dim=3)
+    energy2 = torch.cat([energy, torch.tensor([[[1]]])], dim=2)
+    weight2 = torch.cat([weight, torch.zeros(1, 1, 1)], dim=2)
+    assert dwt_energy_loss(logits2, energy2, weight2, lw).item() == pytest.approx(expected, 1e-5)
+
+
+def test_total_loss_hand_computed_and_good_below_bad():
+    lab = np.zeros((8, 8), np.int64)
+    lab[2:6, 2:6] = 1
+    t = {k: v[None] for k, v in instance_targets(lab, level_edges(4)).items()}
+    zeros = torch.zeros(1, 5, 8, 8, requires_grad=True)
+    loss = dwt_loss(zeros, t)
+    # BCE ln 2 per pixel; energy: every pixel has w_target * ln 4 + sum_other w_k * ln(4/3)
+    w = torch.tensor([3.0, 3.0, 3.0, 2.0])
+    per = w[t["energy"][t["semantic"] > 0]] * math.log(4) + (
+        w.sum() - w[t["energy"][t["semantic"] > 0]]
+    ) * math.log(4 / 3)
+    assert loss.item() == pytest.approx(math.log(2) + per.mean().item(), 1e-5)
+    loss.backward()
+    assert torch.isfinite(zeros.grad).all()
+    good = torch.zeros(1, 5, 8, 8)
+    good[:, 0] = t["semantic"][0] * 20 - 10
+    good[:, 1:] = torch.nn.functional.one_hot(t["energy"][0], 4).permute(2, 0, 1) * 10.0
+    assert DWTLoss()(good, t) < 0.05 < loss.item()
+
+
+# ------------------------------------------------------------------------------------ model
+@pytest.mark.parametrize("body", ["effnet_unet", "unet"])
+def test_instance_unet_heads(body):
+    model = InstanceUNet(body, num_energy_levels=4, weights=None)
+    x = torch.rand(1, 3, 64, 64)
+    out = model(x)
+    assert out.shape == (1, 5, 64, 64) and torch.isfinite(out).all()
+    assert model.head.out_channels == 5 and model.encoder is model.body.encoder
+    lab = np.zeros((64, 64), np.int64)
+    lab[10:40, 20:30] = 1
+    t = {k: v[None] for k, v in instance_targets(lab, level_edges(4)).items()}
+    dwt_loss(out, t).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert instance_unet(num_classes=5, body=body).num_energy_levels == 4
+
+
+# ------------------------------------------------------------------------------------- data
+def test_dataset_on_fake_folder(tmp_path):
+    _fake_pennfudan(tmp_path)
+    ds = PennFudanDataset("val", tmp_path, **SMALL)
+    assert len(ds) == 2 and ds.sizes[0] == (60, 84)
+    image, t = ds[0]
+    assert image.dtype == torch.float32 and image.shape[1] % 32 == 0 == image.shape[2] % 32
+    assert image.shape[1:] == (64, 96) and set(t) >= {"semantic", "energy", "weight", "valid"}
+    assert t["valid"].sum() == 64 * 90  # 60x84 -> 64x90 (shorter side 64), padded to 96
+    assert set(t["instances"].unique().tolist()) == {0, 1, 2}
+    # splits: deterministic, disjoint, complete
+    stems = [f"s{i}" for i in range(10)]
+    parts = [split_stems(stems, s, val_size=2, test_size=3) for s in ("train", "val", "test")]
+    assert [len(p) for p in parts] == [5, 2, 3] and sorted(sum(parts, [])) == stems
+    assert parts[2] == split_stems(stems, "test", val_size=2, test_size=3)
+
+
+def test_augmentation_keeps_image_and_instances_aligned(tmp_path):
+    _fake_pennfudan(tmp_path)
+    torch.manual_seed(0)
+    ds = PennFudanDataset("train", tmp_path, InstanceAugment(32, (0.8, 1.2), 0.5), **SMALL)
+    for i in range(len(ds)):
+        image, t = ds[i]
+        assert image.shape == (3, 32, 32)
+        inst, red = t["instances"].float(), (image[0] * 255).round()
+        pool = torch.nn.functional.max_pool2d
+        hi, lo = pool(inst[None, None], 3, 1, 1)[0, 0], -pool(-inst[None, None], 3, 1, 1)[0, 0]
+        interior = (t["valid"] > 0) & (hi == inst) & (lo == inst)  # bilinear blends edges
+        assert torch.equal((red[interior] / 40).round(), inst[interior])
+
+
+@pytest.mark.parametrize(
+    "damage", ["missing_dir", "missing_mask", "orphan_mask", "corrupt", "size", "stray", "mode"]
+)
+def test_dataset_errors(tmp_path, damage):
+    ped = _fake_pennfudan(tmp_path)
+    err, match = ValueError, None
+    if damage == "missing_dir":
+        (ped / "PedMasks").rename(ped / "Masks")
+        err, match = FileNotFoundError, "prepare-pennfudan"
+    elif damage == "missing_mask":
+        (ped / "PedMasks" / "Ped00003_mask.png").unlink()
+        match = "Ped00003"
+    elif damage == "orphan_mask":
+        (ped / "PNGImages" / "Ped00003.png").unlink()
+        match = "masks without"
+    elif damage == "corrupt":
+        (ped / "PNGImages" / "Ped00001.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+        match = "Ped00001.png"
+    elif damage == "size":
+        Image.new("L", (10, 10)).save(ped / "PedMasks" / "Ped00002_mask.png")
+        match = "differs"
+    elif damage == "stray":
+        (ped / "PNGImages" / "notes.txt").write_text("x")
+        Image.new("L", (4, 4)).save(ped / "PedMasks" / "extra.png")
+        match = "PedMasks/extra.png"
+    elif damage == "mode":
+        Image.new("RGB", (84, 60)).save(ped / "PedMasks" / "Ped00002_mask.png")
+        match = "mode"
+    with pytest.raises(err, match=match):
+        for split in ("train", "val", "test"):
+            PennFudanDataset(split, tmp_path, **SMALL)
+
+
+def test_real_pennfudan_split_and_sample():
+    root = _real_pennfudan()
+    if root is None:
+        pytest.skip("Penn-Fudan not found: set SEGKIT_DATA or place it at ../shared/data")
+    sizes = {
+        s: len(PennFudanDataset(s, root, limit=None if s == "val" else 2))
+        for s in ("train", "val", "test")
+    }
+    assert sizes == {"train": 2, "val": 20, "test": 2}
+    from segkit.instance import list_pennfudan, pennfudan_dir
+
+    stems = list_pennfudan(pennfudan_dir(root))
+    assert len(stems) == 170
+    assert [len(split_stems(stems, s)) for s in ("train", "val", "test")] == [100, 20, 50]
+    ds = PennFudanDataset("test", root, limit=2)
+    image, t = ds[0]
+    h, w = ds.resized(0)[1].shape
+    assert min(h, w) == 256 and image.shape[1] % 32 == 0 == image.shape[2] % 32
+    raw_ids = set(ds.raw(0)[1].unique().tolist())
+    assert set(t["instances"].unique().tolist()) == raw_ids  # no instance lost by resizing
+
+
+# ---------------------------------------------------------------------------- smoke run
+def test_one_epoch_smoke_run(tmp_path):
+    _fake_pennfudan(tmp_path / "data")
+    cfg = InstanceConfig(
+        weights=None, num_energy_levels=4, data_dir=str(tmp_path / "data"), crop_size=32,
+        batch_size=2, epochs=1, out_dir=str(tmp_path / "run"), device="cpu", **SMALL,
+    )  # fmt: skip
+    out = train_instance(cfg, progress=False, figures=True)
+    run = tmp_path / "run"
+    for name in (
+        "checkpoint.pt",
+        "history.json",
+        "postprocess.json",
+        "results_val.json",
+        "loss_curve.png",
+        "instances_val.png",
+        "energy_val.png",
+    ):
+        assert (run / name).is_file(), name
+    assert out["epochs_run"] == 1 and 0 <= out["metrics"]["ap"] <= 1
+    res = evaluate_instance_run(run, "test", "cpu", figures=False)
+    saved = json.loads((run / "results_test.json").read_text())
+    assert saved["split"] == "test" and len(saved["stems"]) == 2
+    assert saved["postprocess"] == out["postprocess"] and "ap_minus_reference" in res["reference"]
+    assert {"ap", "ap50", "ap75", "mean_best_iou"} <= set(saved["metrics"])
+
+
+def test_cli_parses_instance_commands():
+    import argparse
+
+    from segkit.instance import add_instance_subparser
+
+    parser = argparse.ArgumentParser()
+    add_instance_subparser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["instance", "train", "--epochs", "2", "--body", "unet", "--quick"])
+    assert args.epochs == 2 and args.body == "unet" and args.quick
+    args = parser.parse_args(["instance", "evaluate", "runs/instance", "--split", "val"])
+    assert args.run == "runs/instance" and args.split == "val"
