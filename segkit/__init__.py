@@ -6,11 +6,18 @@ The notebook-facing API is re-exported here; everything else lives in its module
 
 __version__ = "0.1.0"
 
-from . import viz  # noqa: E402
+from . import experiment, instance, metrics, study, viz  # noqa: E402
 from .baseline import simple_predict, simple_train  # noqa: E402
 from .config import RECIPES, TrainConfig, recipe  # noqa: E402
 from .data import CLASSES, NO_AUGMENT, Augment, SegmentationDataset, make_loader  # noqa: E402
 from .losses import class_weights, cross_entropy_criterion  # noqa: E402
+from .metrics import (  # noqa: E402
+    APAccumulator,
+    ConfusionMatrix,
+    average_precision,
+    compute_confusion_matrix,
+    segmentation_eval,
+)
 from .models import (  # noqa: E402
     BaseConv,
     EffNetUNet,
@@ -22,9 +29,14 @@ from .models import (  # noqa: E402
     predict,
 )
 from .train import load_checkpoint, train, validate_model  # noqa: E402
+from .sources import prepare_pennfudan, prepare_sbd, verify_dataset  # noqa: E402
+from .train import train_one_epoch  # noqa: E402
 from .utils import get_device, seed_everything  # noqa: E402
 
 __all__ = [
+    "APAccumulator", "ConfusionMatrix", "average_precision", "compute_confusion_matrix",
+    "experiment", "instance", "metrics", "prepare_pennfudan", "prepare_sbd", "segmentation_eval",
+    "study", "train_one_epoch", "verify_dataset",
     "CLASSES", "NO_AUGMENT", "RECIPES", "Augment", "BaseConv", "EffNetUNet", "ResnetBasedModel",
     "ResnetUNetModel", "SegmentationDataset", "TrainConfig", "UNet", "__version__",
     "class_weights", "create_model", "cross_entropy_criterion", "get_device", "list_models",

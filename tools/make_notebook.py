@@ -23,8 +23,9 @@ if "google.colab" in sys.modules:  # Colab: install segkit and fetch the data (o
 import segkit
 QUICK = os.environ.get("SEGKIT_QUICK", "1") == "1"  # set SEGKIT_QUICK=0 (or QUICK = False) for full runs
 device = segkit.get_device("auto")
+LIMIT = 8 if QUICK else None  # images per split in quick mode
 RUN = dict(device=str(device), out_dir="runs/notebook" + ("-quick" if QUICK else ""),
-           **(dict(epochs=1, limit_train=16, limit_val=8) if QUICK else {}))
+           **(dict(epochs=1, limit_train=LIMIT, limit_val=LIMIT, batch_size=4) if QUICK else {}))
 print(f"segkit {segkit.__version__} on {device}; QUICK={QUICK}")"""),
     md("""## Q1. Data and augmentation
 
@@ -32,7 +33,7 @@ print(f"segkit {segkit.__version__} on {device}; QUICK={QUICK}")"""),
 random resized crop + horizontal flip (torchvision v2 on `tv_tensors.Image`/`Mask`): one random draw
 moves image and label together, and labels are resampled nearest-neighbour, so no new classes appear
 at region borders. Below: one training image under each setting of the augmentation study."""),
-    code("""train_set = segkit.SegmentationDataset("train", transform=segkit.Augment(scale=(0.5, 1.0), flip_p=0.5))
+    code("""train_set = segkit.SegmentationDataset("train", transform=segkit.Augment(scale=(0.5, 1.0), flip_p=0.5), limit=LIMIT)
 print(len(train_set), "training images; classes:", train_set.classes)
 segkit.viz.show_augmentations(train_set, 0, segkit.study.AUGMENT_SETTINGS, n=2)"""),
     md("""The study trains one model (EfficientNet-Lite0 UNet) with each setting for the same number
@@ -43,8 +44,8 @@ print(segkit.study.format_rows(rows))"""),
 
 `simple_train` counts, at every pixel, how often each class occurs in the training labels;
 `simple_predict` returns those frequencies as every image's scores."""),
-    code("""val_set = segkit.SegmentationDataset("val")
-freq = segkit.simple_train(9, segkit.make_loader(segkit.SegmentationDataset("train"), 32, shuffle=False))
+    code("""val_set = segkit.SegmentationDataset("val", limit=LIMIT)
+freq = segkit.simple_train(9, segkit.make_loader(segkit.SegmentationDataset("train", limit=LIMIT), 32, shuffle=False))
 gts, preds = segkit.simple_predict(segkit.make_loader(val_set, 32, shuffle=False), freq)"""),
     md("""## Q3. Metrics
 
@@ -83,7 +84,7 @@ stride-32 bottleneck loses."""),
     code("""runs = {"baseconv": out, "unet": segkit.experiment.run_experiment(segkit.recipe("unet", **RUN))}
 print(segkit.experiment.results_table(runs))"""),
     code("""model, cfg = segkit.experiment.load_run_model(f"{RUN['out_dir']}/unet", device)
-segkit.viz.show_predictions(model, val_set, [0, 10, 20, 30], device)"""),
+segkit.viz.show_predictions(model, val_set, [0, 2, 4, 6], device)"""),
     md("""## Q7. Pretrained encoders
 
 `ResnetBasedModel` / `ResnetUNetModel` put a torchvision ResNet-18 under the same decoder (without /
@@ -96,7 +97,7 @@ model; datasets stay in [0, 1]."""),
     runs[name] = segkit.experiment.run_experiment(segkit.recipe(name, **RUN))
 print(segkit.experiment.results_table(runs))"""),
     md("""### Test split (touched once, after choosing every model on val)"""),
-    code("""tests = {name: segkit.experiment.evaluate_run(f"{RUN['out_dir']}/{name}", "test") for name in runs}
+    code("""tests = {name: segkit.experiment.evaluate_run(f"{RUN['out_dir']}/{name}", "test", limit=LIMIT) for name in runs}
 print(segkit.experiment.results_table(tests))"""),
     md("""## Bonus: instance segmentation on Penn-Fudan (Deep Watershed Transform)
 
