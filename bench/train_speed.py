@@ -76,10 +76,13 @@ def main() -> None:
     root = sbd_dir(args.data)
     n, bs = args.images, args.batch_size
     device = torch.device("cpu")
-    ds = SegmentationDataset("train", root, transform=Augment(scale=(0.5, 1.0)), limit=n,
-                             progress=False)
-    print(f"{n} training images, batch {bs}, {torch.get_num_threads()} threads, torch "
-          f"{torch.__version__}")
+    ds = SegmentationDataset(
+        "train", root, transform=Augment(scale=(0.5, 1.0)), limit=n, progress=False
+    )
+    print(
+        f"{n} training images, batch {bs}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}"
+    )
     for name in args.models:
         torch.manual_seed(0)
         ref_model = create_model(name, 9, None)
@@ -91,19 +94,36 @@ def main() -> None:
         warm = Subset(ds, range(bs))
         # warm-up both (allocator, kernels)
         reference_epoch(ref_model, DataLoader(warm, batch_size=bs), ref_opt)
-        train_one_epoch(model, make_loader(warm, bs, shuffle=False), opt,
-                        partial(cross_entropy_criterion), device, channels_last=True,
-                        progress=False)
-        ref_ips = timed(lambda: reference_epoch(ref_model, ref_loader, ref_opt), n)
-        ours_ips = timed(lambda: train_one_epoch(model, loader, opt, cross_entropy_criterion,
-                                                 device, channels_last=True, progress=False), n)
+        train_one_epoch(
+            model,
+            make_loader(warm, bs, shuffle=False),
+            opt,
+            partial(cross_entropy_criterion),
+            device,
+            channels_last=True,
+            progress=False,
+        )
+        ref_ips = timed(partial(reference_epoch, ref_model, ref_loader, ref_opt), n)
+        ours = partial(
+            train_one_epoch,
+            model,
+            loader,
+            opt,
+            cross_entropy_criterion,
+            device,
+            channels_last=True,
+            progress=False,
+        )
+        ours_ips = timed(ours, n)
         t0 = time.perf_counter()
         for _ in loader:
             pass
         data_s = time.perf_counter() - t0
         share = data_s / (n / ours_ips)
-        print(f"{name:12s} reference {ref_ips:5.2f} img/s | segkit {ours_ips:5.2f} img/s | "
-              f"speed-up {ours_ips / ref_ips:4.2f}x | data pipeline {100 * share:4.1f}% of step time")
+        print(
+            f"{name:12s} reference {ref_ips:5.2f} img/s | segkit {ours_ips:5.2f} img/s | "
+            f"speed-up {ours_ips / ref_ips:4.2f}x | data pipeline {100 * share:4.1f}% of step time"
+        )
 
 
 if __name__ == "__main__":

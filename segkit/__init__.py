@@ -28,9 +28,13 @@ from .models import (  # noqa: E402
     list_models,
     predict,
 )
-from .train import load_checkpoint, train, validate_model  # noqa: E402
 from .sources import prepare_pennfudan, prepare_sbd, verify_dataset  # noqa: E402
-from .train import train_one_epoch  # noqa: E402
+from .train import (  # noqa: E402
+    load_checkpoint,
+    train,
+    train_one_epoch,  # noqa: E402
+    validate_model,
+)
 from .utils import get_device, seed_everything  # noqa: E402
 
 __all__ = [

@@ -42,6 +42,8 @@ def simple_predict(dataloader: Iterable, model: torch.Tensor) -> tuple[np.ndarra
         raise ValueError("simple_predict: the dataloader yielded no batches")
     gt = torch.cat(gts)  # (N, 1, H, W)
     if tuple(gt.shape[-2:]) != tuple(model.shape[-2:]):
-        raise ValueError(f"label size {tuple(gt.shape[-2:])} != model size {tuple(model.shape[-2:])}")
+        raise ValueError(
+            f"label size {tuple(gt.shape[-2:])} != model size {tuple(model.shape[-2:])}"
+        )
     preds = model.unsqueeze(0).expand(len(gt), *model.shape)  # (N, C, H, W), no copy
     return gt.numpy(), np.ascontiguousarray(preds.numpy())

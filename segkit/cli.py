@@ -38,8 +38,13 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) 
         if hint is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         elif origin is tuple:
-            parser.add_argument(flag, type=_tuple_or_none, default=None, metavar="A,B",
-                                help="two numbers, or 'none'")
+            parser.add_argument(
+                flag,
+                type=_tuple_or_none,
+                default=None,
+                metavar="A,B",
+                help="two numbers, or 'none'",
+            )
         else:
             parser.add_argument(flag, type=_none_or(hint), default=None)
 
@@ -47,6 +52,7 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) 
 def _none_or(kind):
     def parse(s: str):
         return None if s.lower() == "none" else kind(s)
+
     parse.__name__ = getattr(kind, "__name__", "value")
     return parse
 
@@ -59,8 +65,11 @@ def _tuple_or_none(s: str):
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                 if getattr(args, f.name, None) is not None}
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name, None) is not None
+    }
     if args.quick:
         overrides = {"epochs": 1, "limit_train": 16, "limit_val": 8, **overrides}
     return recipe(overrides.pop("model", "unet"), **overrides)
@@ -72,9 +81,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = run_experiment(cfg, figures=args.figures)
     m = out["metrics"]
-    print(f"{cfg.name}: val mean AP {m['mean_ap']:.3f}  mIoU {m['miou']:.3f}  "
-          f"pixel acc {m['pixel_acc']:.3f}  ({out['train_seconds'] / 60:.1f} min, "
-          f"{out['hardware']}) -> {cfg.out_dir}/{cfg.name}")
+    print(
+        f"{cfg.name}: val mean AP {m['mean_ap']:.3f}  mIoU {m['miou']:.3f}  "
+        f"pixel acc {m['pixel_acc']:.3f}  ({out['train_seconds'] / 60:.1f} min, "
+        f"{out['hardware']}) -> {cfg.out_dir}/{cfg.name}"
+    )
     return 0
 
 
@@ -83,8 +94,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     out = evaluate_run(args.run, args.split, args.device, args.data_dir, limit=args.limit)
     m = out["metrics"]
-    print(f"{out['run']} on {args.split}: mean AP {m['mean_ap']:.3f}  mIoU {m['miou']:.3f}  "
-          f"pixel acc {m['pixel_acc']:.3f}")
+    print(
+        f"{out['run']} on {args.split}: mean AP {m['mean_ap']:.3f}  mIoU {m['miou']:.3f}  "
+        f"pixel acc {m['pixel_acc']:.3f}"
+    )
     return 0
 
 
@@ -92,8 +105,12 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from .experiment import run_baseline
 
     out = run_baseline(args.data_dir, args.split, args.out)
-    print(json.dumps({k: out["metrics"][k] for k in ("mean_ap", "mean_ap_step", "miou",
-                                                     "pixel_acc")}, indent=2))
+    print(
+        json.dumps(
+            {k: out["metrics"][k] for k in ("mean_ap", "mean_ap_step", "miou", "pixel_acc")},
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -104,8 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model (recipes: " + ", ".join(RECIPES) + ")")
     add_config_flags(p)
     p.add_argument("--quick", action="store_true", help="1 epoch on 16 images (smoke test)")
-    p.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True,
-                   help="write the run's figures (needs the test split for the preview)")
+    p.add_argument(
+        "--figures",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write the run's figures (needs the test split for the preview)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run folder on a split")

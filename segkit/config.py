@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a semantic-segmentation run; saved in every checkpoint and results file.
+    """Everything that defines a semantic-segmentation run; saved in checkpoints and results.
 
     Example:
         >>> cfg = recipe("unet")                       # the tuned recipe

@@ -72,7 +72,7 @@ NO_AUGMENT = Augment(scale=None, flip_p=0.0)
 
 
 def read_image(path: Path) -> torch.Tensor:
-    """Decode an RGB image to uint8 (3, H, W); a corrupt or truncated file raises naming the file."""
+    """Decode an RGB image to uint8 (3, H, W); a corrupt or truncated file raises, naming it."""
     try:
         with Image.open(path) as im:
             im.load()  # forces the full decode, so truncation is caught here
@@ -83,7 +83,7 @@ def read_image(path: Path) -> torch.Tensor:
 
 
 def read_label(path: Path, num_classes: int = NUM_CLASSES) -> torch.Tensor:
-    """Decode a label PNG ("P" or "L" mode) to uint8 (H, W) and check every value is < num_classes."""
+    """Decode a label PNG ("P" or "L" mode) to uint8 (H, W); every value must be < num_classes."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -99,7 +99,7 @@ def read_label(path: Path, num_classes: int = NUM_CLASSES) -> torch.Tensor:
 
 
 def list_split(split_dir: Path) -> list[str]:
-    """Stems ``img_NNNN`` of a split folder; every jpg needs its png and no stray files are allowed."""
+    """Stems ``img_NNNN`` of a split folder; every jpg needs its png; no stray files allowed."""
     if not split_dir.is_dir():
         raise FileNotFoundError(f"split folder {split_dir} does not exist")
     jpgs, pngs, other = set(), set(), []
@@ -126,12 +126,14 @@ def list_split(split_dir: Path) -> list[str]:
 
 
 def sbd_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The course-layout folder (holding ``classes.txt``) under ``data_dir`` / $SEGKIT_DATA / ./data."""
+    """The course-layout folder (with ``classes.txt``) under data_dir / $SEGKIT_DATA / ./data."""
     return find_dataset_dir("sbd", "classes.txt", data_dir)
 
 
 class SegmentationDataset(Dataset):
-    """Stanford Background, course layout: ``(image float32 (3, 224, 288) in [0, 1], mask int64 (224, 288))``.
+    """Stanford Background, course layout.
+
+    Items: ``(image float32 (3, 224, 288) in [0, 1], mask int64 (224, 288))``.
 
     Args:
         split: "train", "val" or "test".
@@ -162,8 +164,9 @@ class SegmentationDataset(Dataset):
         self._images: list[torch.Tensor] | None = None
         self._masks: list[torch.Tensor] | None = None
         if preload:
-            ids = tqdm(range(len(self.stems)), desc=f"load {split}", leave=False,
-                       disable=not progress)
+            ids = tqdm(
+                range(len(self.stems)), desc=f"load {split}", leave=False, disable=not progress
+            )
             pairs = [self._load(i) for i in ids]
             self._images = [p[0] for p in pairs]
             self._masks = [p[1] for p in pairs]

@@ -29,12 +29,15 @@ def hardware() -> str:
     if torch.cuda.is_available():
         return f"CUDA {torch.cuda.get_device_name(0)}, torch {torch.__version__}"
     threads = torch.get_num_threads()
-    return (f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
-            f"{threads} torch threads), torch {torch.__version__}")
+    return (
+        f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
+        f"{threads} torch threads), torch {torch.__version__}"
+    )
 
 
 def write_json(obj, path: str | os.PathLike) -> Path:
     """JSON with NaN written as null (strict JSON), atomically."""
+
     def clean(x):
         if isinstance(x, float) and not math.isfinite(x):
             return None
@@ -45,6 +48,7 @@ def write_json(obj, path: str | os.PathLike) -> Path:
         if isinstance(x, (np.floating, np.integer)):
             return clean(x.item())
         return x
+
     return atomic_write_text(json.dumps(clean(obj), indent=2), path)
 
 
@@ -76,8 +80,9 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, steps: int):
 
 
 @torch.inference_mode()
-def predict_split(model: torch.nn.Module, dataset: SegmentationDataset, device: torch.device,
-                  batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_split(
+    model: torch.nn.Module, dataset: SegmentationDataset, device: torch.device, batch_size: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax scores (N, C, H, W) float32 and labels (N, H, W) int64 over a whole split (CPU)."""
     model.eval().to(device)
     scores, labels = [], []
@@ -96,8 +101,9 @@ def evaluate_split(model, dataset: SegmentationDataset, device: torch.device):
     return segmentation_eval(scores, labels, len(dataset.classes), class_names=dataset.classes)
 
 
-def save_run_figures(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
-                     data_dir: str | None = None) -> list[Path]:
+def save_run_figures(
+    run_dir: str | os.PathLike, device: str | torch.device = "cpu", data_dir: str | None = None
+) -> list[Path]:
     """Figures of a finished run, from its folder: loss curve, val confusion matrix with AP and
     IoU columns, and image / ground truth / prediction for the fixed test images."""
     import matplotlib.pyplot as plt
@@ -112,10 +118,14 @@ def save_run_figures(run_dir: str | os.PathLike, device: str | torch.device = "c
     figs = {
         "loss_curve.png": viz.plot_history(history),
         "confusion_val.png": viz.plot_confusion_matrix(
-            np.array(metrics["confusion"]), metrics["class_names"],
-            ap=metrics["ap"], iou=metrics["iou"]),
+            np.array(metrics["confusion"]),
+            metrics["class_names"],
+            ap=metrics["ap"],
+            iou=metrics["iou"],
+        ),
         "predictions_test.png": viz.show_predictions(
-            model, test, [i for i in PREVIEW_IDS if i < len(test)], next(model.parameters()).device),
+            model, test, [i for i in PREVIEW_IDS if i < len(test)], next(model.parameters()).device
+        ),
     }
     paths = []
     for name, fig in figs.items():
@@ -150,16 +160,33 @@ def run_experiment(cfg: TrainConfig, *, progress: bool = True, figures: bool = T
     optimizer, scheduler = build_optimizer(cfg, model, cfg.epochs * len(train_loader))
     t0 = time.perf_counter()
     model, history = train(
-        model, optimizer, criterion, train_loader, device, scheduler, epochs=cfg.epochs,
-        num_early_stop=cfg.early_stop, valloader=val_loader, save_path=run_dir / "checkpoint.pt",
-        num_classes=cfg.num_classes, select_metric=cfg.select_metric, config=cfg.to_dict(),
-        amp=cfg.amp, channels_last=cfg.channels_last, progress=progress,
+        model,
+        optimizer,
+        criterion,
+        train_loader,
+        device,
+        scheduler,
+        epochs=cfg.epochs,
+        num_early_stop=cfg.early_stop,
+        valloader=val_loader,
+        save_path=run_dir / "checkpoint.pt",
+        num_classes=cfg.num_classes,
+        select_metric=cfg.select_metric,
+        config=cfg.to_dict(),
+        amp=cfg.amp,
+        channels_last=cfg.channels_last,
+        progress=progress,
     )
     wall = time.perf_counter() - t0
     results = evaluate_split(model, val_set, device)
     out = {
-        "run": cfg.name, "split": "val", "config": cfg.to_dict(), "epochs_run": len(history["epoch"]),
-        "best_epoch": history["best_epoch"], "train_seconds": wall, "hardware": hardware(),
+        "run": cfg.name,
+        "split": "val",
+        "config": cfg.to_dict(),
+        "epochs_run": len(history["epoch"]),
+        "best_epoch": history["best_epoch"],
+        "train_seconds": wall,
+        "hardware": hardware(),
         "class_weights": None if weights is None else weights.cpu().tolist(),
         "metrics": results.to_dict(),
     }
@@ -180,22 +207,37 @@ def load_run_model(run_dir: str | os.PathLike, device: torch.device | None = Non
     return model.to(device or "cpu").eval(), cfg
 
 
-def evaluate_run(run_dir: str | os.PathLike, split: str = "test", device: str = "auto",
-                 data_dir: str | None = None, limit: int | None = None) -> dict:
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    split: str = "test",
+    device: str = "auto",
+    data_dir: str | None = None,
+    limit: int | None = None,
+) -> dict:
     """Evaluate a finished run on ``split`` and write ``results_<split>.json`` in its folder
     (``limit``: first N images only, for smoke tests; recorded in the file)."""
     dev = get_device(device)
     model, cfg = load_run_model(run_dir, dev)
     dataset = SegmentationDataset(split, data_dir or cfg.data_dir, limit=limit)
     results = evaluate_split(model, dataset, dev)
-    out = {"run": cfg.name, "split": split, "num_images": len(dataset), "config": cfg.to_dict(),
-           "hardware": hardware(), "metrics": results.to_dict()}
+    out = {
+        "run": cfg.name,
+        "split": split,
+        "num_images": len(dataset),
+        "config": cfg.to_dict(),
+        "hardware": hardware(),
+        "metrics": results.to_dict(),
+    }
     write_json(out, Path(run_dir) / f"results_{split}.json")
     return out
 
 
-def run_baseline(data_dir: str | None = None, split: str = "val", out: str | None = None,
-                 limit: int | None = None) -> dict:
+def run_baseline(
+    data_dir: str | None = None,
+    split: str = "val",
+    out: str | None = None,
+    limit: int | None = None,
+) -> dict:
     """Q2: fit the per-pixel class-frequency baseline on train, evaluate it on ``split``
     (``limit``: first N images of each split only, for smoke tests)."""
     from .baseline import simple_predict, simple_train
@@ -205,8 +247,12 @@ def run_baseline(data_dir: str | None = None, split: str = "val", out: str | Non
     eval_set = SegmentationDataset(split, data_dir, limit=limit)
     freq = simple_train(len(train_set.classes), make_loader(train_set, 32, shuffle=False))
     gts, preds = simple_predict(make_loader(eval_set, 32, shuffle=False), freq)
-    results = segmentation_eval(torch.from_numpy(preds), torch.from_numpy(gts[:, 0]),
-                                len(eval_set.classes), class_names=eval_set.classes)
+    results = segmentation_eval(
+        torch.from_numpy(preds),
+        torch.from_numpy(gts[:, 0]),
+        len(eval_set.classes),
+        class_names=eval_set.classes,
+    )
     res = {"run": "baseline", "split": split, "hardware": hardware(), "metrics": results.to_dict()}
     if out is not None:
         write_json(res, Path(out) / f"results_{split}.json")
@@ -218,6 +264,8 @@ def results_table(runs: dict[str, dict]) -> str:
     lines = [f"{'run':16s} {'split':5s} {'mean AP':>8s} {'AP step':>8s} {'mIoU':>6s} {'acc':>6s}"]
     for name, r in runs.items():
         m = r["metrics"]
-        lines.append(f"{name:16s} {r['split']:5s} {m['mean_ap']:8.3f} {m['mean_ap_step']:8.3f} "
-                     f"{m['miou']:6.3f} {m['pixel_acc']:6.3f}")
+        lines.append(
+            f"{name:16s} {r['split']:5s} {m['mean_ap']:8.3f} {m['mean_ap_step']:8.3f} "
+            f"{m['miou']:6.3f} {m['pixel_acc']:6.3f}"
+        )
     return "\n".join(lines)

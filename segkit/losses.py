@@ -28,9 +28,17 @@ def cross_entropy_criterion(
         labels = labels.squeeze(1)
     labels = labels.long()
     num_classes = predictions.shape[1]
-    valid = torch.ones_like(labels, dtype=torch.bool) if ignore_index is None else labels != ignore_index
+    valid = (
+        torch.ones_like(labels, dtype=torch.bool)
+        if ignore_index is None
+        else labels != ignore_index
+    )
     safe = torch.where(valid, labels, torch.zeros_like(labels))  # (N, H, W), gather needs an index
-    if ignore_index is None and labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+    if (
+        ignore_index is None
+        and labels.numel()
+        and (labels.min() < 0 or labels.max() >= num_classes)
+    ):
         raise ValueError(f"labels must lie in 0..{num_classes - 1} (or pass ignore_index)")
     log_probs = F.log_softmax(predictions.float(), dim=1)  # (N, C, H, W)
     nll = -log_probs.gather(1, safe.unsqueeze(1)).squeeze(1)  # (N, H, W)

@@ -39,25 +39,45 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def reproduce(out: str = "report/generated", runs: str = "runs", *, quick: bool = False,
-              device: str = "auto", force: bool = False, data_dir: str | None = None,
-              readme: str | None = None, instance: bool = True) -> dict:
+def reproduce(
+    out: str = "report/generated",
+    runs: str = "runs",
+    *,
+    quick: bool = False,
+    device: str = "auto",
+    force: bool = False,
+    data_dir: str | None = None,
+    readme: str | None = None,
+    instance: bool = True,
+) -> dict:
     """Run (or reuse) every experiment and write tables, figures and results.json to ``out``."""
     import matplotlib.pyplot as plt
 
     from . import viz
     from .data import SegmentationDataset
-    from .experiment import (evaluate_run, hardware, run_baseline, run_experiment,
-                             save_run_figures, write_json)
+    from .experiment import (
+        evaluate_run,
+        hardware,
+        run_baseline,
+        run_experiment,
+        save_run_figures,
+        write_json,
+    )
     from .study import AUGMENT_EPOCHS, AUGMENT_MODEL, AUGMENT_SETTINGS, augmentation_study
 
     out_dir, runs_dir = Path(out), Path(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    common = dict(device=device, out_dir=str(runs_dir), data_dir=data_dir, **(QUICK if quick else {}))
+    common = dict(
+        device=device, out_dir=str(runs_dir), data_dir=data_dir, **(QUICK if quick else {})
+    )
     steps = ["baseline", "augmentation", *MODEL_ORDER] + (["instance"] if instance else [])
     bar = tqdm(steps, desc="reproduce", dynamic_ncols=True)
-    results: dict = {"date": dt.date.today().isoformat(), "hardware": hardware(), "quick": quick,
-                     "models": {}}
+    results: dict = {
+        "date": dt.date.today().isoformat(),
+        "hardware": hardware(),
+        "quick": quick,
+        "models": {},
+    }
     for step in bar:
         bar.set_postfix(step=step)
         if step == "baseline":
@@ -66,13 +86,18 @@ def reproduce(out: str = "report/generated", runs: str = "runs", *, quick: bool 
                 path = runs_dir / "baseline" / f"results_{split}.json"
                 r = None if force else _read(path)
                 if r is None:
-                    r = run_baseline(data_dir, split, str(runs_dir / "baseline"),
-                                     limit=16 if quick else None)
+                    r = run_baseline(
+                        data_dir, split, str(runs_dir / "baseline"), limit=16 if quick else None
+                    )
                 base[split] = r["metrics"]
             results["baseline"] = base
             results["class_names"] = base["val"]["class_names"]
-            fig = viz.plot_confusion_matrix(base["val"]["confusion"], base["val"]["class_names"],
-                                            ap=base["val"]["ap"], iou=base["val"]["iou"])
+            fig = viz.plot_confusion_matrix(
+                base["val"]["confusion"],
+                base["val"]["class_names"],
+                ap=base["val"]["ap"],
+                iou=base["val"]["iou"],
+            )
             fig.savefig(out_dir / "fig_baseline_confusion.png", dpi=130, bbox_inches="tight")
         elif step == "augmentation":
             cfg = recipe(AUGMENT_MODEL, **{"epochs": AUGMENT_EPOCHS, **common})
@@ -96,13 +121,20 @@ def reproduce(out: str = "report/generated", runs: str = "runs", *, quick: bool 
                 test = evaluate_run(run_dir, "test", device, data_dir, limit=8 if quick else None)
             if force or not (run_dir / "predictions_test.png").is_file():
                 save_run_figures(run_dir, device, data_dir)
-            for name, ext in (("loss_curve", "png"), ("confusion_val", "png"),
-                              ("predictions_test", "jpg")):
+            for name, ext in (
+                ("loss_curve", "png"),
+                ("confusion_val", "png"),
+                ("predictions_test", "jpg"),
+            ):
                 _copy(run_dir / f"{name}.png", out_dir / f"fig_{step}_{name}.{ext}")
             results["models"][step] = {
-                "config": val["config"], "epochs": val["epochs_run"],
-                "best_epoch": val["best_epoch"], "train_seconds": val["train_seconds"],
-                "hardware": val["hardware"], "val": val["metrics"], "test": test["metrics"],
+                "config": val["config"],
+                "epochs": val["epochs_run"],
+                "best_epoch": val["best_epoch"],
+                "train_seconds": val["train_seconds"],
+                "hardware": val["hardware"],
+                "val": val["metrics"],
+                "test": test["metrics"],
             }
         plt.close("all")
     write_json(results, out_dir / "results.json")
@@ -112,8 +144,9 @@ def reproduce(out: str = "report/generated", runs: str = "runs", *, quick: bool 
     return results
 
 
-def _instance(runs_dir: Path, out_dir: Path, quick: bool, device: str, force: bool,
-              data_dir: str | None) -> dict:
+def _instance(
+    runs_dir: Path, out_dir: Path, quick: bool, device: str, force: bool, data_dir: str | None
+) -> dict:
     from .instance import InstanceConfig, evaluate_instance_run, train_instance
 
     run_dir = runs_dir / "instance"
@@ -129,22 +162,41 @@ def _instance(runs_dir: Path, out_dir: Path, quick: bool, device: str, force: bo
         test = evaluate_instance_run(run_dir, "test", device, data_dir)
     for name, ext in (("loss_curve", "png"), ("instances_test", "jpg"), ("energy_test", "jpg")):
         _copy(run_dir / f"{name}.png", out_dir / f"fig_instance_{name}.{ext}")
-    return {"body": val["config"]["body"], "epochs": val["epochs_run"],
-            "train_seconds": val["train_seconds"], "hardware": val["hardware"],
-            "config": val["config"], "postprocess": val.get("postprocess"),
-            "val": val["metrics"], "test": test["metrics"], "reference": test.get("reference")}
+    return {
+        "body": val["config"]["body"],
+        "epochs": val["epochs_run"],
+        "train_seconds": val["train_seconds"],
+        "hardware": val["hardware"],
+        "config": val["config"],
+        "postprocess": val.get("postprocess"),
+        "val": val["metrics"],
+        "test": test["metrics"],
+        "reference": test.get("reference"),
+    }
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.quick:  # never mix smoke-test runs with the real ones or the committed report
         args.out = args.out or "runs/quick/generated"
         args.runs = args.runs or "runs/quick"
-    res = reproduce(args.out or "report/generated", args.runs or "runs", quick=args.quick, device=args.device, force=args.force,
-                    data_dir=args.data_dir, readme=args.readme)
+    res = reproduce(
+        args.out or "report/generated",
+        args.runs or "runs",
+        quick=args.quick,
+        device=args.device,
+        force=args.force,
+        data_dir=args.data_dir,
+        readme=args.readme,
+    )
     for name, r in res["models"].items():
-        print(f"{name:14s} val AP {r['val']['mean_ap']:.3f}  test AP {r['test']['mean_ap']:.3f}  "
-              f"test mIoU {r['test']['miou']:.3f}")
-    print(f"wrote {args.out or 'report/generated'}/results.json and tables; build the PDF with `segkit report`")
+        print(
+            f"{name:14s} val AP {r['val']['mean_ap']:.3f}  test AP {r['test']['mean_ap']:.3f}  "
+            f"test mIoU {r['test']['miou']:.3f}"
+        )
+    print(
+        f"wrote {args.out or 'report/generated'}/results.json and tables; "
+        "build the PDF with `segkit report`"
+    )
     return 0
 
 
@@ -152,14 +204,17 @@ def add_reproduce_subparser(sub) -> None:
     p = sub.add_parser("reproduce", help="run every experiment and write report/generated/")
     p.add_argument("--quick", action="store_true", help="tiny subsets, one epoch (smoke test)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", default=None,
-                   help="tables/figures/results.json (default report/generated; quick: "
-                        "runs/quick/generated)")
-    p.add_argument("--runs", default=None,
-                   help="run folders, reused if present (default runs; quick: runs/quick)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="tables/figures/results.json (default report/generated; quick: runs/quick/generated)",
+    )
+    p.add_argument(
+        "--runs",
+        default=None,
+        help="run folders, reused if present (default runs; quick: runs/quick)",
+    )
     p.add_argument("--data-dir", default=None)
     p.add_argument("--force", action="store_true", help="retrain even if results exist")
     p.add_argument("--readme", default=None, help="refresh this README's results table")
     p.set_defaults(func=cmd_reproduce)
-
-

@@ -165,8 +165,9 @@ def validate_model(
         cm, ap = ConfusionMatrix(num_classes), APAccumulator(num_classes)
     total, seen = 0.0, 0
     try:
-        for images, targets in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True,
-                                    disable=not progress):
+        for images, targets in tqdm(
+            loader, desc=desc, leave=False, dynamic_ncols=True, disable=not progress
+        ):
             images = to_device(images, device, channels_last)
             targets = to_device(targets, device)
             with autocast_context(device, amp):
@@ -179,12 +180,17 @@ def validate_model(
                 ap.update(logits.float().softmax(dim=1), targets)
     finally:
         model.train(was_training)
-    out: dict[str, float] = {"loss": total / max(seen, 1) if criterion is not None else float("nan")}
+    out: dict[str, float] = {
+        "loss": total / max(seen, 1) if criterion is not None else float("nan")
+    }
     if cm is not None and ap is not None:
         res = cm.compute()
-        out.update(miou=float(res["miou"]), pixel_acc=float(res["pixel_acc"]),
-                   map=float(np.nanmean(ap.compute("voc"))),
-                   map_step=float(np.nanmean(ap.compute("step"))))
+        out.update(
+            miou=float(res["miou"]),
+            pixel_acc=float(res["pixel_acc"]),
+            map=float(np.nanmean(ap.compute("voc"))),
+            map_step=float(np.nanmean(ap.compute("step"))),
+        )
     return out
 
 
@@ -255,15 +261,35 @@ def train(
     bar = tqdm(range(start, epochs), desc="epochs", disable=not progress, dynamic_ncols=True)
     for epoch in bar:
         t0 = time.perf_counter()
-        stats = train_one_epoch(model, trainloader, optimizer, criterion, device,
-                                scheduler=None if plateau else scheduler, scaler=scaler, amp=amp,
-                                channels_last=channels_last, desc=f"epoch {epoch + 1}",
-                                progress=progress)
-        row = {"epoch": epoch + 1, "train_loss": stats["loss"],
-               "lr": optimizer.param_groups[0]["lr"]}
+        stats = train_one_epoch(
+            model,
+            trainloader,
+            optimizer,
+            criterion,
+            device,
+            scheduler=None if plateau else scheduler,
+            scaler=scaler,
+            amp=amp,
+            channels_last=channels_last,
+            desc=f"epoch {epoch + 1}",
+            progress=progress,
+        )
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": stats["loss"],
+            "lr": optimizer.param_groups[0]["lr"],
+        }
         if valloader is not None:
-            val = validate_model(model, valloader, criterion, device, num_classes, amp=amp,
-                                 channels_last=channels_last, progress=progress)
+            val = validate_model(
+                model,
+                valloader,
+                criterion,
+                device,
+                num_classes,
+                amp=amp,
+                channels_last=channels_last,
+                progress=progress,
+            )
             row.update({f"val_{k}": v for k, v in val.items()})
             if plateau:
                 scheduler.step(val["loss"])
@@ -274,16 +300,29 @@ def train(
         improved = _better(select_metric, score, best)
         if improved:
             best, best_epoch = score, epoch
-        state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
-                     scheduler=scheduler.state_dict() if scheduler is not None else None,
-                     scaler=scaler.state_dict(), epoch=epoch, config=config or {},
-                     history=history, best=best, best_epoch=best_epoch, rng=_rng_state(trainloader))
+        state = dict(
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict() if scheduler is not None else None,
+            scaler=scaler.state_dict(),
+            epoch=epoch,
+            config=config or {},
+            history=history,
+            best=best,
+            best_epoch=best_epoch,
+            rng=_rng_state(trainloader),
+        )
         if save_path is not None:
             if improved:
                 save_checkpoint(save_path, **state)
             save_checkpoint(last_path, **state)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items()
-                         if k in ("train_loss", "val_loss", "val_map", "val_miou")})
+        bar.set_postfix(
+            {
+                k: f"{v:.3f}"
+                for k, v in row.items()
+                if k in ("train_loss", "val_loss", "val_map", "val_miou")
+            }
+        )
         if num_early_stop is not None and epoch - best_epoch >= num_early_stop:
             break
     if save_path is not None and valloader is not None and save_path.is_file():

@@ -16,7 +16,7 @@ DATA_ENV = "SEGKIT_DATA"
 
 
 def get_device(pref: str | torch.device = "auto") -> torch.device:
-    """Return CUDA when asked for ``"auto"`` and available, else CPU; ``"cuda"`` without CUDA fails."""
+    """CUDA for ``"auto"`` when available, else CPU; ``"cuda"`` without CUDA raises."""
     if isinstance(pref, torch.device):
         return pref
     if pref == "auto":
@@ -56,7 +56,7 @@ def autocast_context(device: torch.device, enabled: bool) -> contextlib.Abstract
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
+    """``torch.save`` to a temporary file in the same folder, then rename (never half-written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")

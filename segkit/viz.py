@@ -65,7 +65,7 @@ def plot_history(history: dict) -> Figure:
 
 
 def show_segmentations(images, masks, preds=None, class_names=None, titles=None) -> Figure:
-    """Rows of image / ground truth (/ prediction) for lists of (3, H, W) images and (H, W) masks."""
+    """Rows of image / ground truth (/ prediction) for (3, H, W) images and (H, W) masks."""
     cols = 2 if preds is None else 3
     fig, axes = plt.subplots(len(images), cols, figsize=(3.2 * cols, 2.5 * len(images)),
                              squeeze=False)

@@ -6,7 +6,7 @@ from segkit.baseline import simple_predict, simple_train
 
 def _loader(labels, batch):
     for i in range(0, len(labels), batch):
-        yield torch.zeros(len(labels[i:i + batch]), 3, 2, 3), labels[i:i + batch]
+        yield torch.zeros(len(labels[i : i + batch]), 3, 2, 3), labels[i : i + batch]
 
 
 def test_frequencies_independent_of_batch_size():

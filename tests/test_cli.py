@@ -7,11 +7,30 @@ from segkit.cli import build_parser, config_from_args, main
 
 def test_flags_come_from_the_config():
     args = build_parser().parse_args(
-        ["train", "--model", "unet", "--epochs", "3", "--aug-scale", "0.8,1", "--no-amp",
-         "--weights", "none", "--early-stop", "2"])
+        [
+            "train",
+            "--model",
+            "unet",
+            "--epochs",
+            "3",
+            "--aug-scale",
+            "0.8,1",
+            "--no-amp",
+            "--weights",
+            "none",
+            "--early-stop",
+            "2",
+        ]
+    )
     cfg = config_from_args(args)
     assert (cfg.model, cfg.epochs, cfg.aug_scale, cfg.amp, cfg.weights, cfg.early_stop) == (
-        "unet", 3, (0.8, 1.0), False, None, 2)
+        "unet",
+        3,
+        (0.8, 1.0),
+        False,
+        None,
+        2,
+    )
     assert cfg.lr == 1e-3  # untouched fields keep the recipe's values
 
 
@@ -27,18 +46,43 @@ def test_missing_data_is_a_clear_error(tmp_path, capsys, monkeypatch):
 
 
 def test_one_epoch_train_then_evaluate(tmp_path, data_root, capsys):
-    rc = main(["train", "--model", "baseconv", "--quick", "--limit-train", "4", "--limit-val", "2",
-               "--batch-size", "2", "--data-dir", str(data_root), "--out-dir", str(tmp_path)])
+    rc = main(
+        [
+            "train",
+            "--model",
+            "baseconv",
+            "--quick",
+            "--limit-train",
+            "4",
+            "--limit-val",
+            "2",
+            "--batch-size",
+            "2",
+            "--data-dir",
+            str(data_root),
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     run = tmp_path / "baseconv"
-    for name in ("checkpoint.pt", "checkpoint_last.pt", "history.json", "results_val.json",
-                 "loss_curve.png", "confusion_val.png", "predictions_test.png"):
+    for name in (
+        "checkpoint.pt",
+        "checkpoint_last.pt",
+        "history.json",
+        "results_val.json",
+        "loss_curve.png",
+        "confusion_val.png",
+        "predictions_test.png",
+    ):
         assert (run / name).is_file(), name
     res = json.loads((run / "results_val.json").read_text())
     assert res["config"]["epochs"] == 1 and res["split"] == "val"
     assert len(res["metrics"]["ap"]) == 9
-    assert main(["evaluate", str(run), "--split", "val", "--limit", "2",
-                 "--data-dir", str(data_root)]) == 0
+    assert (
+        main(["evaluate", str(run), "--split", "val", "--limit", "2", "--data-dir", str(data_root)])
+        == 0
+    )
     again = json.loads((run / "results_val.json").read_text())
     # the checkpoint's model, evaluated again on the same images, gives the same numbers
     assert again["metrics"]["mean_ap"] == pytest.approx(res["metrics"]["mean_ap"], abs=1e-6)

@@ -17,14 +17,17 @@ def _fake_sbd(root, n=3, size=(224, 288)):
         (root / split).mkdir(parents=True)
         for i in range(n):
             Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(
-                root / split / f"img_{i:04d}.jpg")
+                root / split / f"img_{i:04d}.jpg"
+            )
             lab = Image.fromarray(rng.integers(0, 9, size, dtype=np.uint8), mode="L").convert("P")
             lab.save(root / split / f"img_{i:04d}.png")
     return root
 
 
 def test_real_splits(data_root):
-    sizes = {s: len(SegmentationDataset(s, data_root, preload=False)) for s in ("train", "val", "test")}
+    sizes = {
+        s: len(SegmentationDataset(s, data_root, preload=False)) for s in ("train", "val", "test")
+    }
     assert sizes == {"train": 572, "val": 72, "test": 71}
     ds = SegmentationDataset("val", data_root, limit=4)
     image, mask = ds[0]
@@ -74,8 +77,12 @@ def test_same_seed_same_sample(tmp_path):
 
 def test_label_counts(tmp_path):
     ds = SegmentationDataset("val", _fake_sbd(tmp_path / "sbd"))
-    expected = sum(np.bincount(np.asarray(Image.open(tmp_path / "sbd" / "val" / f"{s}.png")).ravel(),
-                               minlength=9) for s in ds.stems)
+    expected = sum(
+        np.bincount(
+            np.asarray(Image.open(tmp_path / "sbd" / "val" / f"{s}.png")).ravel(), minlength=9
+        )
+        for s in ds.stems
+    )
     np.testing.assert_array_equal(label_counts(ds).numpy(), expected)
 
 
@@ -85,13 +92,16 @@ def test_missing_data_dir_says_where_and_how(tmp_path, monkeypatch):
         SegmentationDataset("train", tmp_path / "nowhere")
 
 
-@pytest.mark.parametrize("problem, message", [
-    ("missing_png", "images without a label png"),
-    ("extra_file", "unexpected files"),
-    ("truncated_jpg", "cannot decode image"),
-    ("size_mismatch", "differs from image size"),
-    ("label_range", r"label values \[9\] outside 0..8"),
-])
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("missing_png", "images without a label png"),
+        ("extra_file", "unexpected files"),
+        ("truncated_jpg", "cannot decode image"),
+        ("size_mismatch", "differs from image size"),
+        ("label_range", r"label values \[9\] outside 0..8"),
+    ],
+)
 def test_bad_input_errors_name_the_file(tmp_path, problem, message):
     root = _fake_sbd(tmp_path / "sbd")
     split = root / "train"

@@ -19,8 +19,20 @@ def quick(tmp_path_factory, data_root):
         pytest.skip("Penn-Fudan data not found")
     tmp = tmp_path_factory.mktemp("reproduce")
     out = tmp / "generated"
-    rc = main(["reproduce", "--quick", "--device", "cpu", "--data-dir", str(data_root),
-               "--runs", str(tmp / "runs"), "--out", str(out)])
+    rc = main(
+        [
+            "reproduce",
+            "--quick",
+            "--device",
+            "cpu",
+            "--data-dir",
+            str(data_root),
+            "--runs",
+            str(tmp / "runs"),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     return out
 
@@ -40,13 +52,28 @@ def check_tables(gen: Path) -> None:
     rows = _rows((gen / "tab_models.tex").read_text())
     assert len(rows) == 1 + len(res["models"])
     for label, cells in rows.items():
-        key = "baseline" if "baseline" in label else next(
-            k for k, v in res["models"].items() if v is not None and
-            label.startswith({"baseconv": "BaseConv", "unet": "UNet", "resnet18": "ResNet-18 encoder",
-                              "resnet18_unet": "ResNet-18 UNet", "effnet_unet": "EfficientNet"}[k]))
+        key = (
+            "baseline"
+            if "baseline" in label
+            else next(
+                k
+                for k, v in res["models"].items()
+                if v is not None
+                and label.startswith(
+                    {
+                        "baseconv": "BaseConv",
+                        "unet": "UNet",
+                        "resnet18": "ResNet-18 encoder",
+                        "resnet18_unet": "ResNet-18 UNet",
+                        "effnet_unet": "EfficientNet",
+                    }[k]
+                )
+            )
+        )
         r = res["baseline"] if key == "baseline" else res["models"][key]
         expected = [_f(r["val"][m]) for m in ("mean_ap", "miou", "pixel_acc")] + [
-            _f(r["test"][m]) for m in ("mean_ap", "miou", "pixel_acc")]
+            _f(r["test"][m]) for m in ("mean_ap", "miou", "pixel_acc")
+        ]
         assert cells[2:8] == expected, label
     for metric in ("ap", "iou"):
         rows = _rows((gen / f"tab_per_class_{metric}.tex").read_text())
@@ -65,7 +92,9 @@ def check_tables(gen: Path) -> None:
         cells = next(iter(_rows((gen / "tab_instance.tex").read_text()).values()))
         m = res["instance"]["test"]
         assert cells == [_f(m["ap"]), _f(m["ap50"]), _f(m["ap75"]), _f(m["mean_best_iou"])]
-    macros = dict(re.findall(r"\\newcommand\{\\(\w+)\}\{([^}]*)\}", (gen / "numbers.tex").read_text()))
+    macros = dict(
+        re.findall(r"\\newcommand\{\\(\w+)\}\{([^}]*)\}", (gen / "numbers.tex").read_text())
+    )
     assert macros["UNetTestAP"] == _f(res["models"]["unet"]["test"]["mean_ap"])
     assert macros["BaselineValIoU"] == _f(res["baseline"]["val"]["miou"])
 
@@ -75,8 +104,9 @@ def test_quick_writes_every_table_and_figure(quick):
     assert res["quick"] is True and set(res["models"]) == set(MODELS)
     assert len(res["augmentation"]) == 4 and res["instance"]["test"]["ap"] is not None
     tex = re.findall(r"\\input\{generated/([^}]+)\}", (ROOT / "report/main.tex").read_text())
-    figs = re.findall(r"\\includegraphics(?:\[[^]]*\])?\{([^}]+)\}",
-                      (ROOT / "report/main.tex").read_text())
+    figs = re.findall(
+        r"\\includegraphics(?:\[[^]]*\])?\{([^}]+)\}", (ROOT / "report/main.tex").read_text()
+    )
     for name in tex + figs:
         assert (quick / name).is_file(), name
 
@@ -96,15 +126,32 @@ def test_reuses_finished_runs(quick, data_root, tmp_path):
     before = (quick / "results.json").read_text()
     runs = quick.parent / "runs"
     mtime = (runs / "unet" / "checkpoint.pt").stat().st_mtime
-    assert main(["reproduce", "--quick", "--device", "cpu", "--data-dir", str(data_root),
-                 "--runs", str(runs), "--out", str(quick)]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "--quick",
+                "--device",
+                "cpu",
+                "--data-dir",
+                str(data_root),
+                "--runs",
+                str(runs),
+                "--out",
+                str(quick),
+            ]
+        )
+        == 0
+    )
     assert (runs / "unet" / "checkpoint.pt").stat().st_mtime == mtime  # not retrained
     after = json.loads((quick / "results.json").read_text())
     assert after["models"] == json.loads(before)["models"]
 
 
-@pytest.mark.skipif(shutil.which("latexmk") is None and shutil.which("pdflatex") is None,
-                    reason="LaTeX not installed (apt-get install texlive-latex-recommended latexmk)")
+@pytest.mark.skipif(
+    shutil.which("latexmk") is None and shutil.which("pdflatex") is None,
+    reason="LaTeX not installed (apt-get install texlive-latex-recommended latexmk)",
+)
 def test_latex_builds(quick, tmp_path):
     from segkit.report import build_pdf
 

@@ -18,7 +18,7 @@ def _synthetic(n=8, size=32, seed=0):
     for i in range(n):
         for c in (1, 2, 3):
             y, x = torch.randint(0, size - 12, (2,), generator=g).tolist()
-            masks[i, y:y + 12, x:x + 12] = c
+            masks[i, y : y + 12, x : x + 12] = c
     images += (masks.float() / 4).unsqueeze(1)
     return TensorDataset(images, masks)
 
@@ -49,18 +49,43 @@ def test_seeded_runs_identical_and_resume_continues_exactly(tmp_path):
     kw = dict(epochs=3, num_classes=None, progress=False, channels_last=False)
     model, opt, loader = _setup()
     val = make_loader(_synthetic(4, seed=1), 4, shuffle=False)
-    _, full = train(model, opt, crit, loader, torch.device("cpu"), valloader=val,
-                    save_path=tmp_path / "a.pt", **kw)
+    _, full = train(
+        model,
+        opt,
+        crit,
+        loader,
+        torch.device("cpu"),
+        valloader=val,
+        save_path=tmp_path / "a.pt",
+        **kw,
+    )
     model, opt, loader = _setup()
     _, again = train(model, opt, crit, loader, torch.device("cpu"), valloader=val, **kw)
     assert full["train_loss"] == again["train_loss"]
     # interrupted after 2 epochs, resumed from the last checkpoint for the 3rd
     model, opt, loader = _setup()
-    train(model, opt, crit, loader, torch.device("cpu"), valloader=val,
-          save_path=tmp_path / "b.pt", **{**kw, "epochs": 2})
+    train(
+        model,
+        opt,
+        crit,
+        loader,
+        torch.device("cpu"),
+        valloader=val,
+        save_path=tmp_path / "b.pt",
+        **{**kw, "epochs": 2},
+    )
     model, opt, loader = _setup(seed=123)  # different state on purpose: resume must restore it
-    _, resumed = train(model, opt, crit, loader, torch.device("cpu"), valloader=val,
-                       save_path=tmp_path / "b.pt", resume_from=tmp_path / "b_last.pt", **kw)
+    _, resumed = train(
+        model,
+        opt,
+        crit,
+        loader,
+        torch.device("cpu"),
+        valloader=val,
+        save_path=tmp_path / "b.pt",
+        resume_from=tmp_path / "b_last.pt",
+        **kw,
+    )
     assert resumed["train_loss"] == full["train_loss"]
     assert resumed["val_loss"] == full["val_loss"]
 
@@ -69,9 +94,19 @@ def test_checkpoint_round_trip_and_best_selection(tmp_path):
     model, opt, loader = _setup()
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0)
     val = make_loader(_synthetic(4, seed=1), 4, shuffle=False)
-    model, hist = train(model, opt, cross_entropy_criterion, loader, torch.device("cpu"), sched,
-                        epochs=2, valloader=val, save_path=tmp_path / "best.pt", progress=False,
-                        config={"model": "unet"})
+    model, hist = train(
+        model,
+        opt,
+        cross_entropy_criterion,
+        loader,
+        torch.device("cpu"),
+        sched,
+        epochs=2,
+        valloader=val,
+        save_path=tmp_path / "best.pt",
+        progress=False,
+        config={"model": "unet"},
+    )
     ck = load_checkpoint(tmp_path / "best.pt")
     assert set(ck) >= {"model", "optimizer", "scheduler", "epoch", "config", "history"}
     assert ck["config"] == {"model": "unet"}
@@ -90,8 +125,17 @@ def test_early_stopping_stops():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = 0.0
     val = make_loader(_synthetic(4, seed=1), 4, shuffle=False)
-    _, hist = train(model, opt, cross_entropy_criterion, loader, torch.device("cpu"),
-                    epochs=10, num_early_stop=2, valloader=val, progress=False)
+    _, hist = train(
+        model,
+        opt,
+        cross_entropy_criterion,
+        loader,
+        torch.device("cpu"),
+        epochs=10,
+        num_early_stop=2,
+        valloader=val,
+        progress=False,
+    )
     assert len(hist["epoch"]) == 3
 
 
@@ -110,8 +154,9 @@ def test_validate_model_metrics_and_mode(tmp_path):
     model.train()
     val = make_loader(_synthetic(4, seed=1), 2, shuffle=False)
     w = torch.tensor([1.0, 2.0, 2.0, 2.0])
-    out = validate_model(model, val, partial(cross_entropy_criterion, weights=w),
-                         torch.device("cpu"), num_classes=4)
+    out = validate_model(
+        model, val, partial(cross_entropy_criterion, weights=w), torch.device("cpu"), num_classes=4
+    )
     assert model.training
     assert {"loss", "miou", "pixel_acc", "map"} <= set(out)
     assert 0 <= out["pixel_acc"] <= 1 and 0 <= out["map"] <= 1

@@ -52,7 +52,11 @@ def list_models() -> list[str]:
 
 
 def create_model(
-    name: str, num_classes: int = 9, weights: str | None = None, *, freeze_encoder: bool = False,
+    name: str,
+    num_classes: int = 9,
+    weights: str | None = None,
+    *,
+    freeze_encoder: bool = False,
     **kwargs,
 ) -> nn.Module:
     """Build a registered model; ``weights`` is None, "imagenet" or a local file path.

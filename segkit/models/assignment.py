@@ -18,7 +18,7 @@ class ConvEncoder(nn.Module):
         self.stem = conv_bn_relu(in_channels, channels[0], kernel_size=7, stride=2)
         self.stages = nn.ModuleList(
             nn.Sequential(nn.MaxPool2d(2), conv_block(c_in, c_out))
-            for c_in, c_out in zip(channels[:-1], channels[1:])
+            for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
         )
         self.out_channels = list(channels)
 
@@ -34,8 +34,12 @@ class BaseConv(SegmentationModel):
 
     def __init__(self, num_classes: int = 9, in_channels: int = 3) -> None:
         encoder = ConvEncoder(in_channels)
-        super().__init__(encoder, UNetDecoder(encoder.out_channels, DECODER_CHANNELS, skips=False),
-                         num_classes, in_channels)
+        super().__init__(
+            encoder,
+            UNetDecoder(encoder.out_channels, DECODER_CHANNELS, skips=False),
+            num_classes,
+            in_channels,
+        )
 
 
 class UNet(SegmentationModel):
@@ -43,5 +47,9 @@ class UNet(SegmentationModel):
 
     def __init__(self, num_classes: int = 9, in_channels: int = 3) -> None:
         encoder = ConvEncoder(in_channels)
-        super().__init__(encoder, UNetDecoder(encoder.out_channels, DECODER_CHANNELS, skips=True),
-                         num_classes, in_channels)
+        super().__init__(
+            encoder,
+            UNetDecoder(encoder.out_channels, DECODER_CHANNELS, skips=True),
+            num_classes,
+            in_channels,
+        )

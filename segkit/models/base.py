@@ -21,7 +21,9 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stri
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     """Two 3x3 conv-BN-ReLU layers: the assignment's conv block."""
-    return nn.Sequential(conv_bn_relu(in_channels, out_channels), conv_bn_relu(out_channels, out_channels))
+    return nn.Sequential(
+        conv_bn_relu(in_channels, out_channels), conv_bn_relu(out_channels, out_channels)
+    )
 
 
 class Normalize(nn.Module):
@@ -51,11 +53,13 @@ class UNetDecoder(nn.Module):
         if len(encoder_channels) != 5 or len(decoder_channels) != 5:
             raise ValueError("need 5 encoder and 5 decoder channel counts (strides 2..32)")
         self.skips = skips
-        skip_channels = list(reversed(encoder_channels[:-1])) + [0]  # strides 16, 8, 4, 2, (1: none)
+        skip_channels = list(reversed(encoder_channels[:-1])) + [
+            0
+        ]  # strides 16, 8, 4, 2, (1: none)
         in_ch = encoder_channels[-1]
         self.ups = nn.ModuleList()
         self.blocks = nn.ModuleList()
-        for out_ch, skip_ch in zip(decoder_channels, skip_channels):
+        for out_ch, skip_ch in zip(decoder_channels, skip_channels, strict=True):
             self.ups.append(nn.ConvTranspose2d(in_ch, out_ch, kernel_size=2, stride=2))
             self.blocks.append(conv_block(out_ch + (skip_ch if skips else 0), out_ch))
             in_ch = out_ch
@@ -64,7 +68,7 @@ class UNetDecoder(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[-1]  # (N, C5, H/32, W/32)
         skips = list(reversed(features[:-1])) + [None]
-        for up, block, skip in zip(self.ups, self.blocks, skips):
+        for up, block, skip in zip(self.ups, self.blocks, skips, strict=True):
             x = up(x)  # doubles H, W
             if self.skips and skip is not None:
                 x = torch.cat([x, skip], dim=1)

