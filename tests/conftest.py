@@ -27,11 +27,6 @@ def data_root() -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(2)
-
-
 @pytest.fixture
 def device() -> torch.device:
     return torch.device(os.environ.get("SEGKIT_TEST_DEVICE", "cpu"))

@@ -160,3 +160,22 @@ def test_validate_model_metrics_and_mode(tmp_path):
     assert model.training
     assert {"loss", "miou", "pixel_acc", "map"} <= set(out)
     assert 0 <= out["pixel_acc"] <= 1 and 0 <= out["map"] <= 1
+
+
+def test_overfits_a_real_batch_to_near_zero_loss(data_root):
+    from segkit.data import SegmentationDataset
+
+    ds = SegmentationDataset("val", data_root, limit=2)
+    # a 64x96 window of two real images keeps the test fast; it holds 4 classes
+    images = torch.stack([ds[i][0] for i in range(2)])[:, :, 96:160, 96:192]  # (2, 3, 64, 96)
+    masks = torch.stack([ds[i][1] for i in range(2)])[:, 96:160, 96:192]  # (2, 64, 96)
+    assert len(masks.unique()) >= 3
+    torch.manual_seed(0)
+    model = create_model("unet", num_classes=9)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(100):
+        loss = cross_entropy_criterion(model(images), masks)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
