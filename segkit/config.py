@@ -66,9 +66,9 @@ class TrainConfig:
 # Recipes sized so that all five models train on a 2-core CPU in well under 4 hours in total.
 RECIPES: dict[str, dict] = {
     "baseconv": dict(model="baseconv", epochs=10),
-    "unet": dict(model="unet", epochs=14),
-    "resnet18": dict(model="resnet18", epochs=8),
-    "resnet18_unet": dict(model="resnet18_unet", epochs=8),
+    "unet": dict(model="unet", epochs=20),
+    "resnet18": dict(model="resnet18", epochs=5),
+    "resnet18_unet": dict(model="resnet18_unet", epochs=6),
     "effnet_unet": dict(model="effnet_unet", weights="imagenet", epochs=15),
 }
 

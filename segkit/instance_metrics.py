@@ -274,7 +274,7 @@ def score_instances(labels: np.ndarray, prob: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------ evaluation of a model on a split
 POSTPROCESS_GRID: dict[str, tuple] = {
-    "sem_threshold": (0.4, 0.5, 0.6),
+    "sem_threshold": (0.2, 0.3, 0.4, 0.5, 0.6),
     "core_level": (1.0, 2.0, 3.0, 4.0, 5.0, 6.0),  # energy levels (0..K-1)
     "min_size": (0, 200, 800),  # pixels at original resolution (smallest GT: 77, 5%: ~2600)
 }

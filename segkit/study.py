@@ -10,7 +10,7 @@ from .config import TrainConfig, recipe
 from .data import Augment
 
 AUGMENT_MODEL = "effnet_unet"  # the fastest model to train here; every setting gets the same budget
-AUGMENT_EPOCHS = 4
+AUGMENT_EPOCHS = 3
 
 # label -> augmentation; every setting trains the same model for the same number of epochs
 AUGMENT_SETTINGS: dict[str, Augment] = {
@@ -87,12 +87,20 @@ def format_rows(rows: list[dict]) -> str:
 def cmd_study(args: argparse.Namespace) -> int:
     from .experiment import write_json
 
+    settings = AUGMENT_SETTINGS
+    if args.only:
+        unknown = set(args.only) - set(AUGMENT_SETTINGS)
+        if unknown:
+            raise ValueError(
+                f"unknown settings {sorted(unknown)}; choose from {list(AUGMENT_SETTINGS)}"
+            )
+        settings = {k: v for k, v in AUGMENT_SETTINGS.items() if k in args.only}
     overrides = {"epochs": args.epochs, "out_dir": args.out_dir, "device": args.device}
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
     if args.quick:
         overrides.update(epochs=1, limit_train=16, limit_val=8)
-    rows = augmentation_study(recipe(args.model, **overrides), force=args.force)
+    rows = augmentation_study(recipe(args.model, **overrides), settings, force=args.force)
     write_json(rows, Path(args.out_dir) / "augmentation_study.json")
     print(format_rows(rows))
     return 0
@@ -107,4 +115,11 @@ def add_study_subparser(sub) -> None:
     p.add_argument("--out-dir", default="runs")
     p.add_argument("--force", action="store_true", help="retrain runs that already have results")
     p.add_argument("--quick", action="store_true", help="1 epoch on 16 images")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="SETTING",
+        help=f"run only these settings of {list(AUGMENT_SETTINGS)}",
+    )
     p.set_defaults(func=cmd_study)

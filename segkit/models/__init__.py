@@ -47,6 +47,14 @@ def effnet_unet(num_classes: int = 9, weights: str | None = "imagenet", **kw) ->
     return EffNetUNet(num_classes, weights=weights, **kw)
 
 
+@register_model
+def instance_unet(num_classes: int = 17, weights: str | None = None, **kw) -> nn.Module:
+    """Penn-Fudan two-head UNet: 1 semantic logit + (num_classes - 1) energy levels."""
+    from ..instance import instance_unet as build  # late import: instance imports this registry
+
+    return build(num_classes, weights, **kw)
+
+
 def list_models() -> list[str]:
     return sorted(MODELS)
 
