@@ -31,6 +31,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from .data import make_loader, read_image
 from .instance_metrics import (  # noqa: F401  (post-processing and evaluation, re-exported)
+    POSTPROCESS_GRID,
     InstanceEvaluator,
     evaluate_instance_run,
     evaluate_maps,
@@ -543,10 +544,17 @@ def save_instance_figures(
     plt.close("all")
 
 
-def train_instance(cfg: InstanceConfig, *, progress: bool = True, figures: bool = True) -> dict:
-    """Train on train, pick the checkpoint (val loss) and watershed thresholds (val AP), and
-    write ``<out_dir>/``: checkpoint.pt, history.json, postprocess.json, results_val.json,
-    loss_curve.png, instances_val.png, energy_val.png. Returns the val results."""
+def train_instance(
+    cfg: InstanceConfig,
+    *,
+    progress: bool = True,
+    figures: bool = True,
+    grid: dict[str, tuple] | None = None,
+) -> dict:
+    """Train on train, pick the checkpoint (val loss) and watershed thresholds (val AP over
+    ``grid``, default ``POSTPROCESS_GRID``), and write ``<out_dir>/``: checkpoint.pt,
+    history.json, postprocess.json, results_val.json, loss_curve.png, instances_val.png,
+    energy_val.png. Returns the val results."""
     from .experiment import hardware, write_json
     from .train import train
 
@@ -580,7 +588,7 @@ def train_instance(cfg: InstanceConfig, *, progress: bool = True, figures: bool 
     train_seconds = time.perf_counter() - t0
     maps = predict_maps(model, val_set, device)
     gts = [val_set.raw(i)[1].numpy() for i in range(len(val_set))]
-    params, table = tune_postprocessing(maps, gts)
+    params, table = tune_postprocessing(maps, gts, grid or POSTPROCESS_GRID)
     metrics, preds = evaluate_maps(maps, gts, **params)
     write_json(
         {"selected_on": "val", "params": params, "grid": table}, run_dir / "postprocess.json"

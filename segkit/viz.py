@@ -171,7 +171,8 @@ def show_instances(images, gt_labels, pred_labels, titles=None) -> Figure:
 
 
 def show_energy(images, probs, energies, pred_labels=None, titles=None) -> Figure:
-    """Rows of image / foreground probability / watershed energy (/ predicted instances)."""
+    """Rows of image / foreground probability / watershed energy inside the predicted mask
+    (/ predicted instances), for lists of images, (H, W) maps and label maps."""
     cols = 3 if pred_labels is None else 4
     fig, axes = plt.subplots(len(images), cols, figsize=(3.3 * cols, 3.0 * len(images)),
                              squeeze=False)
@@ -181,8 +182,10 @@ def show_energy(images, probs, energies, pred_labels=None, titles=None) -> Figur
         axes[r, 0].set_title("image" if titles is None else titles[r], fontsize=9)
         axes[r, 1].imshow(np.asarray(probs[r]), cmap="gray", vmin=0, vmax=1)
         axes[r, 1].set_title("foreground probability", fontsize=9)
-        im = axes[r, 2].imshow(np.asarray(energies[r]), cmap="magma", vmin=0, vmax=vmax)
-        axes[r, 2].set_title("energy (expected level)", fontsize=9)
+        # the energy head is trained on object pixels only: show it where prob >= 0.5
+        shown = np.where(np.asarray(probs[r]) >= 0.5, np.asarray(energies[r]), 0.0)
+        im = axes[r, 2].imshow(shown, cmap="magma", vmin=0, vmax=vmax)
+        axes[r, 2].set_title("energy (expected level) in mask", fontsize=9)
         fig.colorbar(im, ax=axes[r, 2], fraction=0.046, pad=0.02)
         if pred_labels is not None:
             axes[r, 3].imshow(overlay_instances(image, pred_labels[r]))

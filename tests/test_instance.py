@@ -254,7 +254,8 @@ def test_one_epoch_smoke_run(tmp_path):
         weights=None, num_energy_levels=4, data_dir=str(tmp_path / "data"), crop_size=32,
         batch_size=2, epochs=1, out_dir=str(tmp_path / "run"), device="cpu", **SMALL,
     )  # fmt: skip
-    out = train_instance(cfg, progress=False, figures=True)
+    grid = {"sem_threshold": (0.5,), "core_level": (1.0, 2.0), "min_size": (0, 20)}
+    out = train_instance(cfg, progress=False, figures=True, grid=grid)
     run = tmp_path / "run"
     for name in (
         "checkpoint.pt",
