@@ -67,8 +67,8 @@ class TrainConfig:
 RECIPES: dict[str, dict] = {
     "baseconv": dict(model="baseconv", epochs=10),
     "unet": dict(model="unet", epochs=20),
-    "resnet18": dict(model="resnet18", epochs=5),
-    "resnet18_unet": dict(model="resnet18_unet", epochs=6),
+    "resnet18": dict(model="resnet18", epochs=4),
+    "resnet18_unet": dict(model="resnet18_unet", epochs=5),
     "effnet_unet": dict(model="effnet_unet", weights="imagenet", epochs=15),
 }
 

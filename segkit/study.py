@@ -10,7 +10,7 @@ from .config import TrainConfig, recipe
 from .data import Augment
 
 AUGMENT_MODEL = "effnet_unet"  # the fastest model to train here; every setting gets the same budget
-AUGMENT_EPOCHS = 3
+AUGMENT_EPOCHS = 2
 
 # label -> augmentation; every setting trains the same model for the same number of epochs
 AUGMENT_SETTINGS: dict[str, Augment] = {

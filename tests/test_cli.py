@@ -87,3 +87,16 @@ def test_one_epoch_train_then_evaluate(tmp_path, data_root, capsys):
     # the checkpoint's model, evaluated again on the same images, gives the same numbers
     assert again["metrics"]["mean_ap"] == pytest.approx(res["metrics"]["mean_ap"], abs=1e-6)
     assert "val: mean AP" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, bar", [("effnet_unet", 0.68), ("unet", 0.60), ("baseconv", 0.52)])
+def test_full_recipe_reaches_its_bar(model, bar, tmp_path, data_root):
+    """The full recipes on the real data (tens of minutes each on a 2-core CPU)."""
+    from segkit.config import recipe
+    from segkit.experiment import run_experiment
+
+    out = run_experiment(
+        recipe(model, data_dir=str(data_root), out_dir=str(tmp_path)), progress=False, figures=False
+    )
+    assert out["metrics"]["mean_ap"] >= bar

@@ -91,3 +91,27 @@ def test_effnet_rejects_wrong_file(tmp_path):
     torch.save({"a": torch.zeros(3)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="bad.pth"):
         EffNetLite0Encoder(weights=tmp_path / "bad.pth")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_amp_train_step():
+    from segkit.train import train_one_epoch
+
+    device = torch.device("cuda")
+    model = create_model("unet", 4).to(device)
+    opt = torch.optim.AdamW(model.parameters())
+    data = [(torch.rand(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64)))]
+    scaler = torch.amp.GradScaler("cuda")
+    out = train_one_epoch(
+        model,
+        data,
+        opt,
+        torch.nn.functional.cross_entropy,
+        device,
+        scaler=scaler,
+        amp=True,
+        channels_last=True,
+        progress=False,
+    )
+    assert out["loss"] > 0
