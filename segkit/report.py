@@ -222,7 +222,7 @@ def numbers_macros(results: dict) -> str:
     def macro(name: str, value: str) -> None:
         lines.append(rf"\newcommand{{\{name}}}{{{value}}}")
 
-    macro("Hardware", _tex_escape(results.get("hardware", "?")))
+    macro("Hardware", _tex_escape(run_hardware(results)))
     macro("RunDate", results.get("date", "?"))
     entries = {"baseline": results.get("baseline")} | results.get("models", {})
     for key, r in entries.items():
@@ -242,6 +242,10 @@ def numbers_macros(results: dict) -> str:
             macro(f"{name}Minutes", fmt(r["train_seconds"] / 60, 0))
             macro(f"{name}Epochs", str(r["epochs"]))
     aug = results.get("augmentation") or []
+    seconds = [r.get("train_seconds") or 0 for r in results.get("models", {}).values()]
+    seconds += [r.get("train_seconds") or 0 for r in aug]
+    seconds.append((results.get("instance") or {}).get("train_seconds") or 0)
+    macro("TotalTrainMinutes", fmt(sum(seconds) / 60, 0))
     if aug:
         best = max(aug, key=lambda r: r["mean_ap"])
         macro("AugBest", _tex_escape(best["augment"]))
