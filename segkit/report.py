@@ -61,6 +61,14 @@ def _tabular(header: list[str], rows: list[list[str]], align: str, caption: str,
     return "\n".join(lines)
 
 
+def _entries(results: dict):
+    """(name, entry, val metrics, test metrics, training seconds) for the baseline and models."""
+    for name in ("baseline", *MODEL_ORDER):
+        r = results["models"].get(name) if name != "baseline" else results.get("baseline")
+        if r:
+            yield name, r, r["val"], r.get("test") or {}, r.get("train_seconds")
+
+
 def table_models(results: dict) -> str:
     header = [
         "Model",
@@ -75,12 +83,7 @@ def table_models(results: dict) -> str:
         "course AP",
     ]
     rows = []
-    for name in ("baseline", *MODEL_ORDER):
-        r = results["models"].get(name) if name != "baseline" else results.get("baseline")
-        if not r:
-            continue
-        v, t = r["val"], r.get("test") or {}
-        minutes = r.get("train_seconds")
+    for name, r, v, t, minutes in _entries(results):
         rows.append(
             [
                 _tex_escape(MODEL_LABELS.get(name, name)),
@@ -294,12 +297,7 @@ def markdown_table(results: dict) -> str:
         "| course AP (val) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in ("baseline", *MODEL_ORDER):
-        r = results["models"].get(name) if name != "baseline" else results.get("baseline")
-        if not r:
-            continue
-        v, t = r["val"], r.get("test") or {}
-        minutes = r.get("train_seconds")
+    for name, r, v, t, minutes in _entries(results):
         lines.append(
             f"| {MODEL_LABELS.get(name, name)} | {r.get('epochs', '--')} | "
             f"{fmt(minutes / 60, 0) if minutes else '--'} | {fmt(v['mean_ap'])} | "
