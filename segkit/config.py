@@ -65,7 +65,7 @@ class TrainConfig:
 
 # Recipes sized so that all five models train on a 2-core CPU in well under 4 hours in total.
 RECIPES: dict[str, dict] = {
-    "baseconv": dict(model="baseconv", epochs=10),
+    "baseconv": dict(model="baseconv", epochs=14),
     "unet": dict(model="unet", epochs=20),
     "resnet18": dict(model="resnet18", epochs=4),
     "resnet18_unet": dict(model="resnet18_unet", epochs=5),

@@ -19,11 +19,11 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stri
     )
 
 
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """Two 3x3 conv-BN-ReLU layers: the assignment's conv block."""
-    return nn.Sequential(
-        conv_bn_relu(in_channels, out_channels), conv_bn_relu(out_channels, out_channels)
-    )
+def conv_block(in_channels: int, out_channels: int, depth: int = 2) -> nn.Sequential:
+    """``depth`` 3x3 conv-BN-ReLU layers (1: the assignment's block; 2: the classic UNet block)."""
+    layers = [conv_bn_relu(in_channels, out_channels)]
+    layers += [conv_bn_relu(out_channels, out_channels) for _ in range(depth - 1)]
+    return nn.Sequential(*layers)
 
 
 class Normalize(nn.Module):
@@ -47,7 +47,11 @@ class UNetDecoder(nn.Module):
     """
 
     def __init__(
-        self, encoder_channels: list[int], decoder_channels: list[int], skips: bool = True
+        self,
+        encoder_channels: list[int],
+        decoder_channels: list[int],
+        skips: bool = True,
+        block_depth: int = 2,
     ) -> None:
         super().__init__()
         if len(encoder_channels) != 5 or len(decoder_channels) != 5:
@@ -61,7 +65,7 @@ class UNetDecoder(nn.Module):
         self.blocks = nn.ModuleList()
         for out_ch, skip_ch in zip(decoder_channels, skip_channels, strict=True):
             self.ups.append(nn.ConvTranspose2d(in_ch, out_ch, kernel_size=2, stride=2))
-            self.blocks.append(conv_block(out_ch + (skip_ch if skips else 0), out_ch))
+            self.blocks.append(conv_block(out_ch + (skip_ch if skips else 0), out_ch, block_depth))
             in_ch = out_ch
         self.out_channels = decoder_channels[-1]
 
