@@ -71,7 +71,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if getattr(args, f.name, None) is not None
     }
     if args.quick:
-        overrides = {"epochs": 1, "limit_train": 16, "limit_val": 8, **overrides}
+        # quick runs never land beside real ones (reproduce reuses runs/<name>)
+        overrides = {
+            "epochs": 1,
+            "limit_train": 16,
+            "limit_val": 8,
+            "out_dir": "runs/quick",
+            **overrides,
+        }
     return recipe(overrides.pop("model", "unet"), **overrides)
 
 
@@ -79,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .experiment import run_experiment
 
     cfg = config_from_args(args)
-    out = run_experiment(cfg, figures=args.figures)
+    out = run_experiment(cfg, figures=args.figures, resume=args.resume)
     m = out["metrics"]
     print(
         f"{cfg.name}: val mean AP {m['mean_ap']:.3f}  mIoU {m['miou']:.3f}  "
@@ -126,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="write the run's figures (needs the test split for the preview)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run (checkpoint_last.pt)"
     )
     p.set_defaults(func=cmd_train)
 

@@ -24,9 +24,9 @@ from .utils import atomic_write_text, get_device, seed_everything
 PREVIEW_IDS = (0, 10, 20, 30, 40)  # the fixed test images shown in every run's figure
 
 
-def hardware() -> str:
+def hardware(device: torch.device | str | None = None) -> str:
     """A short description of where a run happened (for results files)."""
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
         return f"CUDA {torch.cuda.get_device_name(0)}, torch {torch.__version__}"
     threads = torch.get_num_threads()
     return (
@@ -135,19 +135,25 @@ def save_run_figures(
     return paths
 
 
-def run_experiment(cfg: TrainConfig, *, progress: bool = True, figures: bool = True) -> dict:
+def run_experiment(
+    cfg: TrainConfig, *, progress: bool = True, figures: bool = True, resume: bool = False
+) -> dict:
     """Train ``cfg`` and write ``<out_dir>/<name>/``: checkpoint.pt, history.json, results_val.json,
     loss_curve.png, confusion_val.png, predictions_test.png. Returns the val results dict (as in
-    results_val.json) plus the training ``history``."""
+    results_val.json) plus the training ``history``. ``resume`` continues an interrupted run from
+    its ``checkpoint_last.pt``."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed)
     device = get_device(cfg.device)
     run_dir = Path(cfg.out_dir) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    model = create_model(cfg.model, cfg.num_classes, cfg.weights, freeze_encoder=cfg.freeze_encoder)
+    run_dir.mkdir(parents=True, exist_ok=True)  # only once the model name is known to be valid
     aug = Augment(scale=cfg.aug_scale, ratio=cfg.aug_ratio, flip_p=cfg.flip_p)
-    train_set = SegmentationDataset("train", cfg.data_dir, transform=aug, limit=cfg.limit_train)
-    val_set = SegmentationDataset("val", cfg.data_dir, limit=cfg.limit_val)
+    train_set = SegmentationDataset(
+        "train", cfg.data_dir, transform=aug, limit=cfg.limit_train, progress=progress
+    )
+    val_set = SegmentationDataset("val", cfg.data_dir, limit=cfg.limit_val, progress=progress)
     train_loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_loader = make_loader(val_set, cfg.batch_size, shuffle=False)
     weights = None
@@ -156,7 +162,6 @@ def run_experiment(cfg: TrainConfig, *, progress: bool = True, figures: bool = T
     elif cfg.class_weighting != "none":
         raise ValueError(f"unknown class_weighting {cfg.class_weighting!r}; use inverse or none")
     criterion = partial(cross_entropy_criterion, weights=weights)
-    model = create_model(cfg.model, cfg.num_classes, cfg.weights, freeze_encoder=cfg.freeze_encoder)
     optimizer, scheduler = build_optimizer(cfg, model, cfg.epochs * len(train_loader))
     t0 = time.perf_counter()
     model, history = train(
@@ -176,6 +181,7 @@ def run_experiment(cfg: TrainConfig, *, progress: bool = True, figures: bool = T
         amp=cfg.amp,
         channels_last=cfg.channels_last,
         progress=progress,
+        resume_from=run_dir / "checkpoint_last.pt" if resume else None,
     )
     wall = time.perf_counter() - t0
     results = evaluate_split(model, val_set, device)
@@ -186,7 +192,7 @@ def run_experiment(cfg: TrainConfig, *, progress: bool = True, figures: bool = T
         "epochs_run": len(history["epoch"]),
         "best_epoch": history["best_epoch"],
         "train_seconds": wall,
-        "hardware": hardware(),
+        "hardware": hardware(device),
         "class_weights": None if weights is None else weights.cpu().tolist(),
         "metrics": results.to_dict(),
     }
@@ -225,10 +231,12 @@ def evaluate_run(
         "split": split,
         "num_images": len(dataset),
         "config": cfg.to_dict(),
-        "hardware": hardware(),
+        "hardware": hardware(dev),
         "metrics": results.to_dict(),
     }
-    write_json(out, Path(run_dir) / f"results_{split}.json")
+    # test results sit beside the training's results_val.json; other splits never overwrite it
+    name = "results_test.json" if split == "test" else f"eval_{split}.json"
+    write_json(out, Path(run_dir) / name)
     return out
 
 

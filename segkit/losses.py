@@ -34,11 +34,9 @@ def cross_entropy_criterion(
         else labels != ignore_index
     )
     safe = torch.where(valid, labels, torch.zeros_like(labels))  # (N, H, W), gather needs an index
-    if (
-        ignore_index is None
-        and labels.numel()
-        and (labels.min() < 0 or labels.max() >= num_classes)
-    ):
+    # the range check reads values back, so it runs on CPU tensors only (no per-step GPU sync)
+    check = ignore_index is None and labels.numel() > 0 and labels.device.type == "cpu"
+    if check and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"labels must lie in 0..{num_classes - 1} (or pass ignore_index)")
     log_probs = F.log_softmax(predictions.float(), dim=1)  # (N, C, H, W)
     nll = -log_probs.gather(1, safe.unsqueeze(1)).squeeze(1)  # (N, H, W)

@@ -98,8 +98,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     overrides = {"epochs": args.epochs, "out_dir": args.out_dir, "device": args.device}
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
-    if args.quick:
-        overrides.update(epochs=1, limit_train=16, limit_val=8)
+    if args.quick:  # never beside the real runs that reproduce reuses
+        overrides.update(epochs=1, limit_train=16, limit_val=8, out_dir="runs/quick")
     rows = augmentation_study(recipe(args.model, **overrides), settings, force=args.force)
     write_json(rows, Path(args.out_dir) / "augmentation_study.json")
     print(format_rows(rows))

@@ -241,6 +241,8 @@ def train(
     amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if plateau and valloader is None:
+        raise ValueError("ReduceLROnPlateau steps on the validation loss: pass a valloader")
     history: dict[str, list] = {"epoch": [], "train_loss": [], "lr": [], "seconds": []}
     best, best_epoch, start = None, -1, 0
     last_path = None
@@ -296,8 +298,14 @@ def train(
         row["seconds"] = time.perf_counter() - t0
         for k, v in row.items():
             history.setdefault(k, []).append(v)
-        score = row.get(select_metric, row["train_loss"])
-        improved = _better(select_metric, score, best)
+        metric = select_metric if select_metric in row else "train_loss"
+        if metric != select_metric and valloader is not None:
+            raise ValueError(
+                f"select_metric {select_metric!r} is not computed (have {sorted(row)}); pass "
+                "num_classes for val_map/val_miou, or use 'val_loss'"
+            )
+        score = row[metric]
+        improved = _better(metric, score, best)
         if improved:
             best, best_epoch = score, epoch
         state = dict(

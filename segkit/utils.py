@@ -104,7 +104,7 @@ def find_dataset_dir(name: str, marker: str, data_dir: str | os.PathLike | None 
             return c
     how = (
         f"pass data_dir=..., set ${DATA_ENV} to the folder holding '{name}/', "
-        f"or run `segkit data prepare` (see data/README.md)"
+        f"or run `segkit data prepare-sbd` / `prepare-pennfudan` (see data/README.md)"
     )
     looked = ", ".join(str(c / marker) for c in candidates)
     raise FileNotFoundError(f"dataset '{name}' not found (looked for {looked}); {how}")

@@ -37,16 +37,18 @@ def _legend(fig: Figure, class_names) -> None:
     from matplotlib.patches import Patch
 
     handles = [Patch(color=PALETTE[i] / 255, label=n) for i, n in enumerate(class_names)]
-    fig.legend(handles=handles, loc="lower center", ncol=len(class_names), fontsize=8,
-               frameon=False)
+    fig.legend(
+        handles=handles, loc="lower center", ncol=len(class_names), fontsize=8, frameon=False
+    )
 
 
 def plot_history(history: dict) -> Figure:
     """Loss curves (train / val) and, when present, validation mean AP and mIoU per epoch."""
     epochs = history["epoch"]
     has_metrics = "val_map" in history
-    fig, axes = plt.subplots(1, 2 if has_metrics else 1, figsize=(10 if has_metrics else 5, 3.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if has_metrics else 1, figsize=(10 if has_metrics else 5, 3.5), squeeze=False
+    )
     ax = axes[0, 0]
     ax.plot(epochs, history["train_loss"], "o-", label="train")
     if "val_loss" in history:
@@ -67,8 +69,9 @@ def plot_history(history: dict) -> Figure:
 def show_segmentations(images, masks, preds=None, class_names=None, titles=None) -> Figure:
     """Rows of image / ground truth (/ prediction) for (3, H, W) images and (H, W) masks."""
     cols = 2 if preds is None else 3
-    fig, axes = plt.subplots(len(images), cols, figsize=(3.2 * cols, 2.5 * len(images)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(images), cols, figsize=(3.2 * cols, 2.5 * len(images)), squeeze=False
+    )
     for r, image in enumerate(images):
         panels = [_to_hwc(image), colorize_mask(masks[r])]
         if preds is not None:
@@ -95,8 +98,12 @@ def show_predictions(model, dataset, ids, device=None) -> Figure:
     pairs = [dataset[i] for i in ids]
     images = torch.stack([p[0] for p in pairs])  # (K, 3, H, W)
     preds = predict(model, images.to(device or "cpu")).cpu()  # (K, H, W)
-    return show_segmentations([p[0] for p in pairs], [p[1] for p in pairs], preds,
-                              class_names=getattr(dataset, "classes", None))
+    return show_segmentations(
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+        preds,
+        class_names=getattr(dataset, "classes", None),
+    )
 
 
 def show_augmentations(dataset, index: int, augments: dict, n: int = 3, seed: int = 0) -> Figure:
@@ -159,9 +166,11 @@ def show_instances(images, gt_labels, pred_labels, titles=None) -> Figure:
     fig, axes = plt.subplots(len(images), 3, figsize=(10, 3.0 * len(images)), squeeze=False)
     for r, image in enumerate(images):
         gt, pred = np.asarray(gt_labels[r]), np.asarray(pred_labels[r])
-        panels = [(_to_hwc(image), "image"),
-                  (overlay_instances(image, gt), f"ground truth ({len(np.unique(gt)) - 1})"),
-                  (overlay_instances(image, pred), f"prediction ({len(np.unique(pred)) - 1})")]
+        panels = [
+            (_to_hwc(image), "image"),
+            (overlay_instances(image, gt), f"ground truth ({len(np.unique(gt)) - 1})"),
+            (overlay_instances(image, pred), f"prediction ({len(np.unique(pred)) - 1})"),
+        ]
         for c, (panel, name) in enumerate(panels):
             axes[r, c].imshow(panel)
             axes[r, c].set_title(name if titles is None or c else f"{titles[r]}", fontsize=9)
@@ -174,8 +183,9 @@ def show_energy(images, probs, energies, pred_labels=None, titles=None) -> Figur
     """Rows of image / foreground probability / watershed energy inside the predicted mask
     (/ predicted instances), for lists of images, (H, W) maps and label maps."""
     cols = 3 if pred_labels is None else 4
-    fig, axes = plt.subplots(len(images), cols, figsize=(3.3 * cols, 3.0 * len(images)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(images), cols, figsize=(3.3 * cols, 3.0 * len(images)), squeeze=False
+    )
     vmax = max(float(np.max(e)) for e in energies) or 1.0
     for r, image in enumerate(images):
         axes[r, 0].imshow(_to_hwc(image))

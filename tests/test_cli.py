@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +38,7 @@ def test_flags_come_from_the_config():
 def test_unknown_model_is_a_clear_error(capsys, data_root):
     assert main(["train", "--model", "nope", "--quick", "--data-dir", str(data_root)]) == 2
     assert "unknown model 'nope'; available" in capsys.readouterr().err
+    assert not (Path("runs") / "quick" / "nope").exists()  # nothing written for a bad name
 
 
 def test_missing_data_is_a_clear_error(tmp_path, capsys, monkeypatch):
@@ -83,7 +85,8 @@ def test_one_epoch_train_then_evaluate(tmp_path, data_root, capsys):
         main(["evaluate", str(run), "--split", "val", "--limit", "2", "--data-dir", str(data_root)])
         == 0
     )
-    again = json.loads((run / "results_val.json").read_text())
+    again = json.loads((run / "eval_val.json").read_text())
+    assert json.loads((run / "results_val.json").read_text()) == res  # kept as trained
     # the checkpoint's model, evaluated again on the same images, gives the same numbers
     assert again["metrics"]["mean_ap"] == pytest.approx(res["metrics"]["mean_ap"], abs=1e-6)
     assert "val: mean AP" in capsys.readouterr().out
