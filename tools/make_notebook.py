@@ -22,10 +22,11 @@ or a figure; the code behind them lives in the `segkit` package (tested, documen
     code("""import os
 import sys
 
+SEGKIT_REPO = os.environ.get("SEGKIT_REPO", "https://github.com/segkit/segkit.git")  # your course's copy
 if "google.colab" in sys.modules:  # Colab: install segkit and fetch the data (official sources)
-    !pip -q install "git+https://github.com/segkit/segkit.git"
+    !pip -q install "git+{SEGKIT_REPO}"
     !segkit data prepare-sbd --download && segkit data prepare-pennfudan --download
-import segkit
+import segkit  # noqa: E402  (after the Colab install above)
 QUICK = os.environ.get("SEGKIT_QUICK", "1") == "1"  # set SEGKIT_QUICK=0 (or QUICK = False) for full runs
 device = segkit.get_device("auto")
 LIMIT = 8 if QUICK else None  # images per split in quick mode
