@@ -13,26 +13,18 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("baseconv", "unet", "resnet18", "resnet18_unet", "effnet_unet")
 
 
+def _reproduce(data_root: Path, runs: Path, out: Path) -> int:
+    return main(["reproduce", "--quick", "--device", "cpu", "--data-dir", str(data_root),
+                 "--runs", str(runs), "--out", str(out)])  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory, data_root):
     if not (data_root / "PennFudanPed").is_dir():
         pytest.skip("Penn-Fudan data not found")
     tmp = tmp_path_factory.mktemp("reproduce")
     out = tmp / "generated"
-    rc = main(
-        [
-            "reproduce",
-            "--quick",
-            "--device",
-            "cpu",
-            "--data-dir",
-            str(data_root),
-            "--runs",
-            str(tmp / "runs"),
-            "--out",
-            str(out),
-        ]
-    )
+    rc = _reproduce(data_root, tmp / "runs", out)
     assert rc == 0
     return out
 
@@ -126,23 +118,7 @@ def test_reuses_finished_runs(quick, data_root, tmp_path):
     before = (quick / "results.json").read_text()
     runs = quick.parent / "runs"
     mtime = (runs / "unet" / "checkpoint.pt").stat().st_mtime
-    assert (
-        main(
-            [
-                "reproduce",
-                "--quick",
-                "--device",
-                "cpu",
-                "--data-dir",
-                str(data_root),
-                "--runs",
-                str(runs),
-                "--out",
-                str(quick),
-            ]
-        )
-        == 0
-    )
+    assert _reproduce(data_root, runs, quick) == 0
     assert (runs / "unet" / "checkpoint.pt").stat().st_mtime == mtime  # not retrained
     after = json.loads((quick / "results.json").read_text())
     assert after["models"] == json.loads(before)["models"]
