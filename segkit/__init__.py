@@ -1,24 +1,21 @@
 """segkit: semantic and instance segmentation for the CS 498 MP4 assignment, as a package.
 
-The notebook-facing API is re-exported here; everything else lives in its module
-(``segkit.data``, ``segkit.metrics``, ``segkit.train``, ``segkit.viz``, ...).
+This namespace holds exactly the assignment's names and what the notebook uses; everything else
+lives in its module (the README's Layout section maps them).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from . import experiment, instance, metrics, study, viz  # noqa: E402
-from .baseline import simple_predict, simple_train  # noqa: E402
-from .config import RECIPES, TrainConfig, recipe  # noqa: E402
-from .data import CLASSES, NO_AUGMENT, Augment, SegmentationDataset, make_loader  # noqa: E402
-from .losses import class_weights, cross_entropy_criterion  # noqa: E402
-from .metrics import (  # noqa: E402
-    APAccumulator,
-    ConfusionMatrix,
-    average_precision,
-    compute_confusion_matrix,
-    segmentation_eval,
-)
-from .models import (  # noqa: E402
+from .baseline import simple_predict, simple_train
+from .config import QUICK_INSTANCE, QUICK_SEMANTIC, InstanceConfig, TrainConfig, recipe
+from .constants import CLASSES, IGNORE_INDEX, NUM_CLASSES
+from .data import NO_AUGMENT, Augment, SegmentationDataset, label_counts, make_loader
+from .engine import evaluate, train, train_one_epoch, validate_model
+from .experiment import evaluate_run, load_run_model, results_table, run_baseline, run_experiment
+from .instance import evaluate_instance_run, train_instance
+from .losses import class_weights, cross_entropy_criterion
+from .metrics import compute_ap, compute_confusion_matrix, segmentation_eval
+from .models import (
     BaseConv,
     EffNetUNet,
     ResnetBasedModel,
@@ -26,24 +23,34 @@ from .models import (  # noqa: E402
     UNet,
     create_model,
     list_models,
-    predict,
 )
-from .sources import prepare_pennfudan, prepare_sbd, verify_dataset  # noqa: E402
-from .train import (  # noqa: E402
-    load_checkpoint,
-    train,
-    train_one_epoch,  # noqa: E402
-    validate_model,
+from .predict import predict_image
+from .study import AUGMENT_EPOCHS, AUGMENT_SETTINGS, augmentation_study, format_rows
+from .utils import get_device, seed_everything
+from .viz import (
+    plot_confusion_matrix,
+    plot_history,
+    show_augmentations,
+    show_instances,
+    show_predictions,
+    show_segmentations,
 )
-from .utils import get_device, seed_everything  # noqa: E402
 
 __all__ = [
-    "APAccumulator", "ConfusionMatrix", "average_precision", "compute_confusion_matrix",
-    "experiment", "instance", "metrics", "prepare_pennfudan", "prepare_sbd", "segmentation_eval",
-    "study", "train_one_epoch", "verify_dataset",
-    "CLASSES", "NO_AUGMENT", "RECIPES", "Augment", "BaseConv", "EffNetUNet", "ResnetBasedModel",
-    "ResnetUNetModel", "SegmentationDataset", "TrainConfig", "UNet", "__version__",
-    "class_weights", "create_model", "cross_entropy_criterion", "get_device", "list_models",
-    "load_checkpoint", "make_loader", "predict", "recipe", "seed_everything", "simple_predict",
-    "simple_train", "train", "validate_model", "viz",
+    # the assignment's names
+    "BaseConv", "ResnetBasedModel", "ResnetUNetModel", "SegmentationDataset", "UNet",
+    "compute_ap", "compute_confusion_matrix", "cross_entropy_criterion", "simple_predict",
+    "simple_train", "train", "validate_model",
+    # data, configs, models
+    "CLASSES", "IGNORE_INDEX", "NUM_CLASSES", "NO_AUGMENT", "QUICK_INSTANCE", "QUICK_SEMANTIC",
+    "Augment", "EffNetUNet", "InstanceConfig", "TrainConfig", "class_weights", "create_model",
+    "get_device", "label_counts", "list_models", "make_loader", "recipe", "seed_everything",
+    # running and evaluating
+    "AUGMENT_EPOCHS", "AUGMENT_SETTINGS", "augmentation_study", "evaluate", "evaluate_instance_run",
+    "evaluate_run", "format_rows", "load_run_model", "predict_image", "results_table",
+    "run_baseline", "run_experiment", "segmentation_eval", "train_instance", "train_one_epoch",
+    # figures
+    "plot_confusion_matrix", "plot_history", "show_augmentations", "show_instances",
+    "show_predictions", "show_segmentations",
+    "__version__",
 ]  # fmt: skip

@@ -28,8 +28,10 @@ def simple_train(num_classes: int, dataloader: Iterable) -> torch.Tensor:
     return counts / counts.sum(0, keepdim=True)
 
 
-def simple_predict(dataloader: Iterable, model: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """The frequency map as every image's prediction.
+def simple_predict(
+    dataloader: Iterable, model: torch.Tensor | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The frequency map (C, H, W), a tensor or a numpy array, as every image's prediction.
 
     Shape: returns ``gts`` (N, 1, H, W) int64 and ``preds`` (N, C, H, W) float32 (numpy), the
     assignment's layout for ``compute_confusion_matrix`` and average precision.
@@ -41,6 +43,7 @@ def simple_predict(dataloader: Iterable, model: torch.Tensor) -> tuple[np.ndarra
     if not gts:
         raise ValueError("simple_predict: the dataloader yielded no batches")
     gt = torch.cat(gts)  # (N, 1, H, W)
+    model = torch.as_tensor(model).float()  # (C, H, W)
     if tuple(gt.shape[-2:]) != tuple(model.shape[-2:]):
         raise ValueError(
             f"label size {tuple(gt.shape[-2:])} != model size {tuple(model.shape[-2:])}"

@@ -1,5 +1,8 @@
-"""``segkit`` command line: train / evaluate semantic runs, the augmentation study, data, instance
-segmentation and the full reproduction. Flags of ``train`` come from :class:`TrainConfig`."""
+"""The ``segkit`` command line: every subcommand, with the train flags generated from the config
+dataclasses (help, default and valid values come from each field's metadata).
+
+Run ``segkit COMMAND --help`` for the flags of one command.
+"""
 
 from __future__ import annotations
 
@@ -10,165 +13,401 @@ import sys
 import types
 import typing
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from .config import RECIPES, TrainConfig, recipe
-from .instance import add_instance_subparser
-from .report import add_report_subparsers
-from .reproduce import add_reproduce_subparser
-from .sources import add_data_subparser
-from .study import add_study_subparser
+from . import experiment, instance, predict, report, reproduce, sources, study
+from .config import (
+    QUICK_INSTANCE,
+    QUICK_OUT_DIR,
+    QUICK_SEMANTIC,
+    RECIPES,
+    InstanceConfig,
+    RunConfig,
+    TrainConfig,
+    recipe,
+)
+from .constants import SPLITS
+from .utils import SegkitError, write_json
 
+DESCRIPTION = """\
+segkit: semantic segmentation (Stanford Background, 9 classes) and instance segmentation
+(Penn-Fudan) for the MP4 assignment.
 
-def _field_type(f: dataclasses.Field):
-    hint = typing.get_type_hints(TrainConfig)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType) and len(args) == 1:
-        hint, origin = args[0], typing.get_origin(args[0])
-    return hint, origin
-
-
-def add_config_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
-    """One ``--flag`` per TrainConfig field (defaults stay in the dataclass / recipe)."""
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in skip or f.name == "extra":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        hint, origin = _field_type(f)
-        if hint is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        elif origin is tuple:
-            parser.add_argument(
-                flag,
-                type=_tuple_or_none,
-                default=None,
-                metavar="A,B",
-                help="two numbers, or 'none'",
-            )
-        else:
-            parser.add_argument(flag, type=_none_or(hint), default=None)
+Typical use:
+  segkit data verify sbd                 check the dataset ($SEGKIT_DATA or ./data)
+  segkit train --model unet              train one model's recipe into runs/unet/
+  segkit evaluate runs/unet --split test
+  segkit predict runs/unet photo.jpg --out preds/
+  segkit reproduce                       every experiment, tables and figures of the report
+"""
 
 
-def _none_or(kind):
-    def parse(s: str):
-        return None if s.lower() == "none" else kind(s)
+# ------------------------------------------------------------------ flags from dataclass fields
+def _field_type(cls: type, f: dataclasses.Field) -> tuple[Any, Any, bool]:
+    hint = typing.get_type_hints(cls)[f.name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    rest = [a for a in args if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(rest) == 1:
+        hint = rest[0]
+    return hint, typing.get_origin(hint), optional
 
-    parse.__name__ = getattr(kind, "__name__", "value")
+
+def _number_or_none(kind: type, optional: bool) -> Any:
+    def parse(s: str) -> Any:
+        if optional and s.lower() == "none":
+            return None
+        try:
+            return kind(s)
+        except ValueError:
+            extra = " or 'none'" if optional else ""
+            raise argparse.ArgumentTypeError(
+                f"expected {kind.__name__}{extra}, got {s!r}"
+            ) from None
+
+    parse.__name__ = kind.__name__
     return parse
 
 
-def _tuple_or_none(s: str):
-    if s.lower() == "none":
-        return None
-    a, b = (float(x) for x in s.split(","))
-    return (a, b)
+def _pair(optional: bool) -> Any:
+    def parse(s: str) -> tuple[float, float] | None:
+        if optional and s.lower() == "none":
+            return None
+        try:
+            a, b = (float(x) for x in s.split(","))
+        except ValueError:
+            extra = ", or 'none'" if optional else ""
+            raise argparse.ArgumentTypeError(
+                f"expected two numbers 'A,B'{extra}, got {s!r}"
+            ) from None
+        if a > b:
+            raise argparse.ArgumentTypeError(f"expected A <= B in 'A,B', got {s!r}")
+        return (a, b)
+
+    parse.__name__ = "pair"
+    return parse
+
+
+def _fmt_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(f"{v:.4g}" for v in value)
+    return "none" if value is None else str(value)
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser,
+    cls: type[RunConfig],
+    defaults: RunConfig | None = None,
+    skip: Sequence[str] = (),
+) -> None:
+    """One ``--flag`` per field of ``cls``, with its help, its default (from ``defaults``, e.g.
+    the recipe, else the dataclass) and its valid values. Parsed values default to ``None``
+    ("not given"), so recipes fill what the user did not set."""
+    defaults = defaults or cls()
+    group = parser.add_argument_group(f"{cls.__name__} fields")
+    for f in dataclasses.fields(cls):
+        if f.name in skip or f.name == "extra":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint, origin, optional = _field_type(cls, f)
+        meta = f.metadata
+        text = meta.get("help", "")
+        if "default" not in text:
+            default = _fmt_default(getattr(defaults, f.name))
+            by_recipe = cls is TrainConfig and any(f.name in r for r in RECIPES.values())
+            text += f" (default: {default}" + (", or the --model recipe's)" if by_recipe else ")")
+        kw: dict[str, Any] = {"default": None, "help": text, "dest": f.name}
+        if hint is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif origin is tuple:
+            group.add_argument(flag, type=_pair(optional), metavar="A,B", **kw)
+        elif meta.get("choices"):
+            group.add_argument(flag, choices=meta["choices"], **kw)
+        elif hint in (int, float):
+            group.add_argument(flag, type=_number_or_none(hint, optional), **kw)
+        else:
+            group.add_argument(flag, type=str, **kw)
+
+
+def overrides_from_args(args: argparse.Namespace, cls: type[RunConfig]) -> dict[str, Any]:
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if getattr(args, f.name, None) is not None
+    }
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(TrainConfig)
-        if getattr(args, f.name, None) is not None
-    }
-    if args.quick:
-        # quick runs never land beside real ones (reproduce reuses runs/<name>)
-        overrides = {
-            "epochs": 1,
-            "limit_train": 16,
-            "limit_val": 8,
-            "out_dir": "runs/quick",
-            **overrides,
-        }
+    overrides = overrides_from_args(args, TrainConfig)
+    if args.quick:  # quick runs never land beside real ones (reproduce reuses runs/<name>)
+        overrides = {**QUICK_SEMANTIC, "out_dir": QUICK_OUT_DIR, **overrides}
     return recipe(overrides.pop("model", "unet"), **overrides)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .experiment import run_experiment
+def instance_config_from_args(args: argparse.Namespace) -> InstanceConfig:
+    overrides = overrides_from_args(args, InstanceConfig)
+    if args.quick:
+        overrides = {**QUICK_INSTANCE, "out_dir": QUICK_OUT_DIR, **overrides}
+    return InstanceConfig(**overrides)
 
+
+# ------------------------------------------------------------------------------------ commands
+def _quick_help(quick: dict[str, Any]) -> str:
+    return "quick mode: " + ", ".join(f"{k}={v}" for k, v in quick.items())
+
+
+def _metrics_line(m: dict) -> str:
+    return f"mean AP {m['mean_ap']:.3f}  mIoU {m['miou']:.3f}  pixel acc {m['pixel_acc']:.3f}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    out = run_experiment(cfg, figures=args.figures, resume=args.resume)
-    m = out["metrics"]
+    out = experiment.run_experiment(cfg, figures=args.figures, resume=args.resume)
     print(
-        f"{cfg.name}: val mean AP {m['mean_ap']:.3f}  mIoU {m['miou']:.3f}  "
-        f"pixel acc {m['pixel_acc']:.3f}  ({out['train_seconds'] / 60:.1f} min, "
-        f"{out['hardware']}) -> {cfg.out_dir}/{cfg.name}"
+        f"{cfg.name}: val {_metrics_line(out['metrics'])}  ({out['train_seconds'] / 60:.1f} min, "
+        f"{out['hardware']}) -> {Path(cfg.out_dir) / cfg.name}"
     )
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .experiment import evaluate_run
-
-    out = evaluate_run(args.run, args.split, args.device, args.data_dir, limit=args.limit)
-    m = out["metrics"]
-    print(
-        f"{out['run']} on {args.split}: mean AP {m['mean_ap']:.3f}  mIoU {m['miou']:.3f}  "
-        f"pixel acc {m['pixel_acc']:.3f}"
-    )
+    out = experiment.evaluate_run(args.run, args.split, args.device, args.data_dir, args.limit)
+    print(f"{out['run']} on {args.split}: {_metrics_line(out['metrics'])}")
     return 0
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from .experiment import run_baseline
-
-    out = run_baseline(args.data_dir, args.split, args.out)
-    print(
-        json.dumps(
-            {k: out["metrics"][k] for k in ("mean_ap", "mean_ap_step", "miou", "pixel_acc")},
-            indent=2,
-        )
-    )
+    out = experiment.run_baseline(args.data_dir, args.split, args.out)
+    keys = ("mean_ap", "mean_ap_step", "miou", "pixel_acc")
+    print(json.dumps({k: out["metrics"][k] for k in keys}, indent=2))
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    return predict.main_predict(args.run, args.inputs, args.out, args.probs, args.device)
+
+
+def cmd_instance_train(args: argparse.Namespace) -> int:
+    cfg = instance_config_from_args(args)
+    out = instance.train_instance(cfg, resume=args.resume)
+    print(json.dumps({k: v for k, v in out.items() if not isinstance(v, (dict, list))}, indent=2))
+    return 0
+
+
+def cmd_instance_evaluate(args: argparse.Namespace) -> int:
+    out = instance.evaluate_instance_run(args.run, args.split, args.device, args.data_dir)
+    m = out["metrics"]
+    print(f"{args.run} on {args.split}: " + "  ".join(f"{k} {m[k]:.3f}" for k in instance.HEADLINE))
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    settings = study.AUGMENT_SETTINGS
+    if args.only:
+        settings = {k: v for k, v in settings.items() if k in args.only}
+    overrides: dict[str, Any] = {
+        "epochs": args.epochs,
+        "out_dir": args.out_dir,
+        "device": args.device,
+    }
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    if args.quick:  # never beside the real runs that reproduce reuses
+        overrides.update(QUICK_SEMANTIC, out_dir=QUICK_OUT_DIR)
+    rows = study.augmentation_study(recipe(args.model, **overrides), settings, force=args.force)
+    write_json(rows, Path(overrides["out_dir"]) / "augmentation_study.json")
+    print(study.format_rows(rows))
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    out = args.out or (f"{QUICK_OUT_DIR}/generated" if args.quick else "report/generated")
+    runs = args.runs or (QUICK_OUT_DIR if args.quick else "runs")
+    res = reproduce.reproduce(
+        out, runs, quick=args.quick, device=args.device, force=args.force,
+        data_dir=args.data_dir, readme=args.readme,
+    )  # fmt: skip
+    for name, r in res["models"].items():
+        print(
+            f"{name:14s} val AP {r['val']['mean_ap']:.3f}  test AP {r['test']['mean_ap']:.3f}  "
+            f"test mIoU {r['test']['miou']:.3f}"
+        )
+    print(f"wrote {out}/results.json and tables; build the PDF with `segkit report`")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    results = report.load_results(Path(args.generated) / "results.json")
+    report.write_tables(results, args.generated)
+    if args.readme:
+        report.update_readme(results, args.readme)
+    if not args.no_pdf:
+        print(f"wrote {report.build_pdf(args.report_dir)}")
+    return 0
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    fn = sources.prepare_sbd if args.data_command == "prepare-sbd" else sources.prepare_pennfudan
+    fn(args.source, args.data_dir, download=args.download, archive_sha256=args.sha256)
+    return 0
+
+
+def cmd_data_verify(args: argparse.Namespace) -> int:
+    print(sources.verify_dataset(args.name, args.data_dir))
+    return 0
+
+
+# ------------------------------------------------------------------------------------- parser
+def _add(sub: Any, name: str, help: str, func: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".")
+    p.set_defaults(func=func)
+    return p
+
+
+def _data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, help="dataset root (default: $SEGKIT_DATA, ./data)")
+
+
+def _device(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: auto)"
+    )
+
+
+def _data_parser(sub: Any) -> None:
+    parser = sub.add_parser("data", help="prepare and verify the datasets")
+    dsub = parser.add_subparsers(
+        dest="data_command", required=True, metavar="{prepare-sbd,prepare-pennfudan,verify}"
+    )
+    for cmd, name, what in (
+        ("prepare-sbd", "iccv09Data", "rebuild the course layout sbd/ from"),
+        ("prepare-pennfudan", "PennFudanPed", "unpack and verify PennFudanPed/ from"),
+    ):
+        info = sources.SOURCES[name]
+        p = _add(dsub, cmd, f"{what} {info.archive} or a folder", cmd_data_prepare)
+        p.add_argument("--source", default=None, help=f"{info.archive} or an extracted folder")
+        _data_dir(p)
+        p.add_argument("--download", action="store_true", help=f"download {info.url}")
+        p.add_argument("--sha256", default=None, help="expected sha256 of the archive")
+    p = _add(
+        dsub, "verify", "check a dataset folder against the shipped checksums", cmd_data_verify
+    )
+    p.add_argument("name", choices=sorted(sources.SOURCES), help="which dataset")
+    _data_dir(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="segkit", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train one model (recipes: " + ", ".join(RECIPES) + ")")
-    add_config_flags(p)
-    p.add_argument("--quick", action="store_true", help="1 epoch on 16 images (smoke test)")
-    p.add_argument(
-        "--figures",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="write the run's figures (needs the test split for the preview)",
+    parser = argparse.ArgumentParser(
+        prog="segkit", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run (checkpoint_last.pt)"
-    )
-    p.set_defaults(func=cmd_train)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("evaluate", help="evaluate a run folder on a split")
-    p.add_argument("run", help="run folder holding checkpoint.pt")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--data-dir", default=None)
+    p = _add(sub, "train", f"train one model from its recipe ({', '.join(RECIPES)})", cmd_train)
+    add_config_flags(p, TrainConfig)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=_quick_help(QUICK_SEMANTIC) + f", into {QUICK_OUT_DIR}/",
+    )
+    p.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True,
+                   help="write the run's figures (default: yes)")  # fmt: skip
+    p.add_argument("--resume", action="store_true", help="continue from checkpoint_last.pt")
+
+    p = _add(sub, "evaluate", "evaluate a semantic run folder on a split", cmd_evaluate)
+    p.add_argument("run", help="run folder holding checkpoint.pt (e.g. runs/unet)")
+    p.add_argument("--split", default="test", choices=SPLITS, help="(default: test)")
+    _device(p)
+    _data_dir(p)
     p.add_argument("--limit", type=int, default=None, help="first N images only (smoke tests)")
-    p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("baseline", help="the per-pixel class-frequency baseline (Q2)")
-    p.add_argument("--split", default="val", choices=["val", "test"])
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default="runs/baseline")
-    p.set_defaults(func=cmd_baseline)
+    p = _add(sub, "predict", "label your own images with a trained run", cmd_predict)
+    p.add_argument("run", help="run folder (semantic or instance)")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="images or folders")
+    p.add_argument("--out", required=True, help="folder for the label PNGs and overlays")
+    p.add_argument("--probs", action="store_true", help="also save per-class probabilities (.npy)")
+    _device(p)
 
-    add_data_subparser(sub)
-    add_study_subparser(sub)
-    add_instance_subparser(sub)
-    add_reproduce_subparser(sub)
-    add_report_subparsers(sub)
+    p = _add(sub, "baseline", "the per-pixel class-frequency baseline (Q2)", cmd_baseline)
+    p.add_argument("--split", default="val", choices=("val", "test"), help="(default: val)")
+    _data_dir(p)
+    p.add_argument("--out", default="runs/baseline", help="(default: runs/baseline)")
+
+    p = _add(sub, "study", "Q1: augmentation study (same model and budget per setting)", cmd_study)
+    p.add_argument("--model", default=study.AUGMENT_MODEL, choices=tuple(RECIPES),
+                   help=f"(default: {study.AUGMENT_MODEL})")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=study.AUGMENT_EPOCHS,
+                   help=f"epochs per setting (default: {study.AUGMENT_EPOCHS})")  # fmt: skip
+    _device(p)
+    _data_dir(p)
+    p.add_argument("--out-dir", default="runs", help="(default: runs)")
+    p.add_argument("--force", action="store_true", help="retrain runs that already have results")
+    p.add_argument("--quick", action="store_true", help="quick mode")
+    settings = tuple(study.AUGMENT_SETTINGS)
+    p.add_argument(
+        "--only", nargs="+", default=None, choices=settings, metavar="SETTING",
+        help=f"only these settings: {', '.join(settings)}",
+    )  # fmt: skip
+
+    inst = sub.add_parser("instance", help="Penn-Fudan instance segmentation (train, evaluate)")
+    isub = inst.add_subparsers(dest="instance_command", required=True, metavar="{train,evaluate}")
+    p = _add(
+        isub, "train", "train the two-head UNet, tune post-processing on val", cmd_instance_train
+    )
+    add_config_flags(p, InstanceConfig)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=_quick_help(QUICK_INSTANCE) + f", into {QUICK_OUT_DIR}/",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from checkpoint_last.pt")
+    p = _add(isub, "evaluate", "COCO mask AP of an instance run on a split", cmd_instance_evaluate)
+    p.add_argument("run", help="instance run folder (e.g. runs/instance)")
+    p.add_argument("--split", default="test", choices=SPLITS, help="(default: test)")
+    _device(p)
+    _data_dir(p)
+
+    p = _add(
+        sub, "reproduce", "every experiment, then report/generated/ (resumable)", cmd_reproduce
+    )
+    p.add_argument("--quick", action="store_true", help=f"quick mode into {QUICK_OUT_DIR}")
+    _device(p)
+    p.add_argument(
+        "--out", default=None, help="results.json, tables, figures (default: report/generated)"
+    )
+    p.add_argument("--runs", default=None, help="run folders, reused when finished (default: runs)")
+    _data_dir(p)
+    p.add_argument("--force", action="store_true", help="retrain even if results exist")
+    p.add_argument("--readme", default=None, help="also refresh this README's results table")
+
+    p = _add(sub, "report", "tables from results.json, then build report/main.pdf", cmd_report)
+    p.add_argument("--generated", default="report/generated", help="(default: report/generated)")
+    p.add_argument("--report-dir", default="report", help="(default: report)")
+    p.add_argument("--readme", default=None, help="also refresh this README's results table")
+    p.add_argument("--no-pdf", action="store_true", help="tables only")
+
+    _data_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; user errors print one ``segkit: error:`` line and return 2."""
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
+    except SegkitError as e:
         print(f"segkit: error: {e}", file=sys.stderr)
         return 2
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"segkit: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "segkit: interrupted (finished epochs are in checkpoint_last.pt; --resume)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

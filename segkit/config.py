@@ -1,13 +1,107 @@
-"""One dataclass per run (``TrainConfig``), the per-model recipes, and nothing else."""
+"""Run configurations (one convention for both tasks), the model table, recipes and quick mode.
+
+Every field carries its help text in ``metadata``; ``segkit.cli`` turns the fields into flags, with
+the help, the default and (for ``choices``) the valid values. ``out_dir`` is always the parent of
+the run folder, and the run folder is ``<out_dir>/<name>``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
+
+from .constants import NUM_CLASSES
+
+DEFAULT_WEIGHTS = "default"  # the model's own default (ImageNet for effnet_unet, none otherwise)
+
+
+def opt(default: Any, help: str, choices: tuple | None = None, **kw: Any) -> Any:
+    """A dataclass field with CLI help (and valid values) in its metadata."""
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One row of the model table: the label used in tables and figures, and its recipe."""
+
+    label: str
+    recipe: dict[str, Any]
+
+
+# The semantic models of the assignment, in report order: labels and recipes come from here only.
+MODEL_TABLE: dict[str, ModelSpec] = {
+    "baseconv": ModelSpec("BaseConv", dict(epochs=14)),
+    "unet": ModelSpec("UNet", dict(epochs=20)),
+    "resnet18": ModelSpec("ResNet-18 (no skips)", dict(epochs=4)),
+    "resnet18_unet": ModelSpec("ResNet-18 UNet", dict(epochs=5)),
+    "effnet_unet": ModelSpec("EfficientNet-Lite0 UNet", dict(epochs=15)),
+}
+SEMANTIC_MODELS: tuple[str, ...] = tuple(MODEL_TABLE)
+
+
+def model_label(name: str) -> str:
+    """The label of a model in tables and figures (its registry name when not in the table)."""
+    spec = MODEL_TABLE.get(name)
+    return spec.label if spec else name
 
 
 @dataclass
-class TrainConfig:
+class RunConfig:
+    """Fields every run has: optimisation, system, and where the run folder goes."""
+
+    # optimisation
+    epochs: int = opt(12, "training epochs")
+    batch_size: int = opt(8, "images per training step")
+    optimizer: str = opt("adamw", "optimiser", choices=("adamw", "sgd"))
+    lr: float = opt(1e-3, "peak learning rate")
+    weight_decay: float = opt(1e-4, "decoupled weight decay (AdamW) or L2 (SGD)")
+    scheduler: str = opt(
+        "cosine",
+        "learning-rate schedule: linear warmup then cosine per step, plateau on val loss, or none",
+        choices=("cosine", "plateau", "none"),
+    )
+    warmup_steps: int = opt(50, "warmup steps of the cosine schedule (at most a tenth of all)")
+    # data
+    data_dir: str | None = opt(None, "dataset root (default: $SEGKIT_DATA, then ./data)")
+    flip_p: float = opt(0.5, "probability of a horizontal flip in training")
+    limit_train: int | None = opt(None, "use only the first N training images (smoke tests)")
+    limit_val: int | None = opt(None, "use only the first N validation images (smoke tests)")
+    # system
+    device: str = opt(
+        "auto", "where to train: auto picks CUDA when present", ("auto", "cpu", "cuda")
+    )
+    amp: bool = opt(True, "mixed precision (CUDA only)")
+    channels_last: bool = opt(True, "channels-last memory format")
+    num_threads: int | None = opt(None, "torch CPU threads (default: torch's choice)")
+    seed: int = opt(0, "random seed (model init, shuffling, augmentation)")
+    out_dir: str = opt("runs", "parent folder of the run folder <out_dir>/<name>")
+    run_name: str | None = opt(None, "run folder name (default: the model name)")
+
+    @property
+    def name(self) -> str:
+        return self.run_name or self.default_name()
+
+    def default_name(self) -> str:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        """Rebuild from ``to_dict()`` output (lists back to tuples; unknown keys dropped)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
+        )
+
+
+@dataclass
+class TrainConfig(RunConfig):
     """Everything that defines a semantic-segmentation run; saved in checkpoints and results.
 
     Example:
@@ -15,65 +109,74 @@ class TrainConfig:
         >>> cfg = dataclasses.replace(cfg, epochs=1)    # a quick variant
     """
 
-    # model
-    model: str = "unet"
-    weights: str | None = None  # None | "imagenet" | path to a local weights file
-    num_classes: int = 9
-    freeze_encoder: bool = False
-    # data
-    data_dir: str | None = None  # default: $SEGKIT_DATA, then ./data
-    batch_size: int = 8
-    aug_scale: tuple[float, float] | None = (0.5, 1.0)  # random resized crop; None: no crop
-    aug_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip_p: float = 0.5
-    limit_train: int | None = None  # first N images only (quick runs)
-    limit_val: int | None = None
-    # optimisation
-    epochs: int = 12
-    optimizer: str = "adamw"  # "adamw" | "sgd"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    scheduler: str = "cosine"  # "cosine" (per step, with warmup) | "plateau" | "none"
-    warmup_steps: int = 50
-    class_weighting: str = "inverse"  # "inverse" (capped, mean 1) | "none"
-    weight_cap: float = 10.0
-    early_stop: int | None = None  # epochs without improvement of select_metric
-    select_metric: str = "val_map"  # best checkpoint on: "val_map" (higher) or "val_loss" (lower)
-    # system
-    device: str = "auto"  # "auto" | "cpu" | "cuda"
-    amp: bool = True  # takes effect on CUDA only
-    channels_last: bool = True
-    num_threads: int | None = None  # torch CPU threads; None leaves torch's default
-    seed: int = 0
-    out_dir: str = "runs"
-    run_name: str | None = None  # default: the model name
-    extra: dict = field(default_factory=dict)  # free-form notes stored with the run
+    model: str = opt("unet", "model name", choices=SEMANTIC_MODELS)
+    weights: str | None = opt(
+        DEFAULT_WEIGHTS, "'default' (the model's own), 'imagenet', 'none', or a local weights file"
+    )
+    num_classes: int = opt(NUM_CLASSES, "number of classes (the dataset's)")
+    freeze_encoder: bool = opt(False, "train the decoder only")
+    aug_scale: tuple[float, float] | None = opt(
+        (0.5, 1.0), "random-resized-crop area range, 'none' for no crop"
+    )
+    aug_ratio: tuple[float, float] = opt((3 / 4, 4 / 3), "random-resized-crop aspect range")
+    class_weighting: str = opt(
+        "inverse",
+        "loss weights per class from the FULL train split's pixel counts: inverse frequency "
+        "(mean 1, then capped), sqrt (square root of it, capped, then mean 1) or none",
+        choices=("inverse", "sqrt", "none"),
+    )
+    weight_cap: float = opt(10.0, "largest class weight")
+    early_stop: int | None = opt(None, "stop after N epochs without improvement")
+    select_metric: str = opt(
+        "val_map", "best checkpoint on", choices=("val_map", "val_miou", "val_loss")
+    )
+    extra: dict = opt({}, "free-form notes stored with the run")
 
-    @property
-    def name(self) -> str:
-        return self.run_name or self.model
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
-        return cls(**d)
+    def default_name(self) -> str:
+        return self.model
 
 
-# Recipes sized so that all five models train on a 2-core CPU in well under 4 hours in total.
-RECIPES: dict[str, dict] = {
-    "baseconv": dict(model="baseconv", epochs=14),
-    "unet": dict(model="unet", epochs=20),
-    "resnet18": dict(model="resnet18", epochs=4),
-    "resnet18_unet": dict(model="resnet18_unet", epochs=5),
-    "effnet_unet": dict(model="effnet_unet", weights="imagenet", epochs=15),
+@dataclass
+class InstanceConfig(RunConfig):
+    """One Penn-Fudan instance-segmentation run; saved in the checkpoint and every results file."""
+
+    model: str = opt("effnet_unet", "body of the two-head UNet", choices=("effnet_unet", "unet"))
+    weights: str | None = opt(DEFAULT_WEIGHTS, "'default', 'imagenet', 'none' or a local file")
+    num_energy_levels: int = opt(16, "K, the quantised distance-to-boundary levels")
+    short_side: int = opt(256, "images are resized so the short side is this")
+    max_size: int = opt(512, "... and the long side at most this")
+    crop_size: int = opt(256, "square training crop")
+    aug_scale: tuple[float, float] = opt((0.75, 1.25), "random rescale range in training")
+    batch_size: int = opt(4, "images per training step")
+    limit_test: int | None = opt(None, "use only the first N test images (smoke tests)")
+    split_seed: int = opt(0, "seed of the fixed Penn-Fudan split")
+    val_size: int = opt(20, "validation images in the split")
+    test_size: int = opt(50, "test images in the split")
+    epochs: int = opt(40, "training epochs")
+    energy_weight: float = opt(1.0, "weight of the energy loss beside the mask BCE")
+    # post-processing defaults (training tunes them on val and writes postprocess.json)
+    sem_threshold: float = opt(0.5, "pedestrian probability threshold")
+    core_level: float = opt(3.0, "energy level that seeds the watershed")
+    min_size: int = opt(200, "smallest instance kept, in pixels")
+
+    def default_name(self) -> str:
+        return "instance"
+
+
+RECIPES: dict[str, dict[str, Any]] = {
+    name: dict(model=name, **spec.recipe) for name, spec in MODEL_TABLE.items()
 }
 
+# Quick mode, everywhere (CLI --quick, reproduce --quick, the notebook): small but not degenerate.
+QUICK_SEMANTIC: dict[str, Any] = dict(epochs=3, limit_train=48, limit_val=12, batch_size=8)
+QUICK_INSTANCE: dict[str, Any] = dict(
+    epochs=3, limit_train=16, limit_val=6, limit_test=6, short_side=128, max_size=256,
+    crop_size=128,
+)  # fmt: skip
+QUICK_OUT_DIR = "runs/quick"  # quick runs never mix with real ones
 
-def recipe(model: str, **overrides) -> TrainConfig:
+
+def recipe(model: str, **overrides: Any) -> TrainConfig:
     """The tuned :class:`TrainConfig` for ``model`` (any registered name), with overrides."""
     base = RECIPES.get(model, dict(model=model))
     return TrainConfig(**{**base, **overrides})

@@ -20,15 +20,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
+from .constants import IMAGE_SIZE, NUM_CLASSES, SPLITS
+from .sources import check_split_folder
 from .utils import find_dataset_dir, seed_worker
-
-CLASSES: tuple[str, ...] = (
-    "sky", "tree", "road", "grass", "water", "building", "mountain", "foreground", "misc",
-)  # fmt: skip
-NUM_CLASSES = len(CLASSES)
-IMAGE_SIZE = (224, 288)  # (H, W)
-IGNORE_INDEX = 255
-SPLITS = ("train", "val", "test")
 
 Transform = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[torch.Tensor, torch.Tensor]]
 
@@ -99,30 +93,9 @@ def read_label(path: Path, num_classes: int = NUM_CLASSES) -> torch.Tensor:
 
 
 def list_split(split_dir: Path) -> list[str]:
-    """Stems ``img_NNNN`` of a split folder; every jpg needs its png; no stray files allowed."""
-    if not split_dir.is_dir():
-        raise FileNotFoundError(f"split folder {split_dir} does not exist")
-    jpgs, pngs, other = set(), set(), []
-    for name in os.listdir(split_dir):
-        stem, ext = os.path.splitext(name)
-        if ext == ".jpg":
-            jpgs.add(stem)
-        elif ext == ".png":
-            pngs.add(stem)
-        elif not name.startswith("."):
-            other.append(name)
-    problems = []
-    if jpgs - pngs:
-        problems.append(f"images without a label png: {sorted(jpgs - pngs)[:5]}")
-    if pngs - jpgs:
-        problems.append(f"label pngs without an image: {sorted(pngs - jpgs)[:5]}")
-    if other:
-        problems.append(f"unexpected files: {sorted(other)[:5]}")
-    if problems:
-        raise ValueError(f"{split_dir}: " + "; ".join(problems))
-    if not jpgs:
-        raise ValueError(f"{split_dir}: no images found")
-    return sorted(jpgs)
+    """Stems ``img_NNNN`` of a split folder, checked by :func:`segkit.sources.check_split_folder`
+    (the same rule ``segkit data verify`` applies)."""
+    return check_split_folder(split_dir, split_dir.name)
 
 
 def sbd_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -211,6 +184,17 @@ def label_counts(dataset: SegmentationDataset) -> torch.Tensor:
     counts = torch.zeros(len(dataset.classes), dtype=torch.int64)
     for i in range(len(dataset)):
         counts += torch.bincount(dataset.raw(i)[1].flatten().long(), minlength=len(counts))
+    return counts
+
+
+def split_label_counts(split: str, data_dir: str | os.PathLike | None = None) -> torch.Tensor:
+    """Pixel count per class over every label map of a split (labels only, no images decoded):
+    (NUM_CLASSES,) int64."""
+    root = sbd_dir(data_dir)
+    counts = torch.zeros(NUM_CLASSES, dtype=torch.int64)
+    for stem in list_split(root / split):
+        labels = read_label(root / split / f"{stem}.png")  # (H, W) uint8
+        counts += torch.bincount(labels.flatten().long(), minlength=NUM_CLASSES)
     return counts
 
 

@@ -4,101 +4,35 @@ evaluation, and a run folder with checkpoint, history, results and figures."""
 from __future__ import annotations
 
 import json
-import math
 import os
-import platform
-import time
 from functools import partial
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .config import TrainConfig
-from .data import Augment, SegmentationDataset, label_counts, make_loader
+from . import viz
+from .baseline import simple_predict, simple_train
+from .checkpoint import CheckpointError, describe_config, load_checkpoint, load_model_state
+from .config import TrainConfig, model_label
+from .data import Augment, SegmentationDataset, make_loader, split_label_counts
+from .engine import evaluate, train
 from .losses import class_weights, cross_entropy_criterion
+from .metrics import SegmentationResults, segmentation_eval
 from .models import create_model
-from .train import load_checkpoint, train
-from .utils import atomic_write_text, get_device, seed_everything
+from .optim import build_optimizer
+from .utils import get_device, hardware, remove_stale_temps, seed_everything, write_json
 
 PREVIEW_IDS = (0, 10, 20, 30, 40)  # the fixed test images shown in every run's figure
 
 
-def hardware(device: torch.device | str | None = None) -> str:
-    """A short description of where a run happened (for results files)."""
-    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
-        return f"CUDA {torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    threads = torch.get_num_threads()
-    return (
-        f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
-        f"{threads} torch threads), torch {torch.__version__}"
-    )
-
-
-def write_json(obj, path: str | os.PathLike) -> Path:
-    """JSON with NaN written as null (strict JSON), atomically."""
-
-    def clean(x):
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {str(k): clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        if isinstance(x, (np.floating, np.integer)):
-            return clean(x.item())
-        return x
-
-    return atomic_write_text(json.dumps(clean(obj), indent=2), path)
-
-
-def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, steps: int):
-    """AdamW (or SGD) over trainable parameters and a per-step warmup + cosine schedule."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    else:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'adamw' or 'sgd'")
-    if cfg.scheduler == "cosine":
-        warm = max(1, min(cfg.warmup_steps, steps // 10))
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, steps - warm))))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    elif cfg.scheduler == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
-    elif cfg.scheduler == "none":
-        sched = None
-    else:
-        raise ValueError(f"unknown scheduler {cfg.scheduler!r}; choose cosine, plateau or none")
-    return opt, sched
-
-
-@torch.inference_mode()
-def predict_split(
-    model: torch.nn.Module, dataset: SegmentationDataset, device: torch.device, batch_size: int = 8
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax scores (N, C, H, W) float32 and labels (N, H, W) int64 over a whole split (CPU)."""
-    model.eval().to(device)
-    scores, labels = [], []
-    for images, masks in make_loader(dataset, batch_size, shuffle=False):
-        images = images.to(device).contiguous(memory_format=torch.channels_last)
-        scores.append(model(images).float().softmax(1).cpu())
-        labels.append(masks)
-    return torch.cat(scores), torch.cat(labels)
-
-
-def evaluate_split(model, dataset: SegmentationDataset, device: torch.device):
-    """``metrics.segmentation_eval`` of ``model`` on a dataset."""
-    from .metrics import segmentation_eval
-
-    scores, labels = predict_split(model, dataset, device)
-    return segmentation_eval(scores, labels, len(dataset.classes), class_names=dataset.classes)
+def evaluate_split(
+    model: torch.nn.Module, dataset: SegmentationDataset, batch_size: int = 8, amp: bool = True
+) -> SegmentationResults:
+    """:func:`segkit.engine.evaluate` of ``model`` (on its own device) over a whole split."""
+    loader = make_loader(dataset, batch_size, shuffle=False)
+    return evaluate(model, loader, len(dataset.classes), class_names=dataset.classes, amp=amp)[1]
 
 
 def save_run_figures(
@@ -106,17 +40,13 @@ def save_run_figures(
 ) -> list[Path]:
     """Figures of a finished run, from its folder: loss curve, val confusion matrix with AP and
     IoU columns, and image / ground truth / prediction for the fixed test images."""
-    import matplotlib.pyplot as plt
-
-    from . import viz
-
     run_dir = Path(run_dir)
     history = json.loads((run_dir / "history.json").read_text())
     metrics = json.loads((run_dir / "results_val.json").read_text())["metrics"]
     model, cfg = load_run_model(run_dir, get_device(device))
     test = SegmentationDataset("test", data_dir or cfg.data_dir, preload=False)
     figs = {
-        "loss_curve.png": viz.plot_history(history),
+        "loss_curve.png": viz.plot_history(history, model_label(cfg.model)),
         "confusion_val.png": viz.plot_confusion_matrix(
             np.array(metrics["confusion"]),
             metrics["class_names"],
@@ -149,6 +79,8 @@ def run_experiment(
     run_dir = Path(cfg.out_dir) / cfg.name
     model = create_model(cfg.model, cfg.num_classes, cfg.weights, freeze_encoder=cfg.freeze_encoder)
     run_dir.mkdir(parents=True, exist_ok=True)  # only once the model name is known to be valid
+    for name in ("checkpoint.pt", "checkpoint_last.pt", "history.json", "results_val.json"):
+        remove_stale_temps(run_dir / name)  # debris of a killed save
     aug = Augment(scale=cfg.aug_scale, ratio=cfg.aug_ratio, flip_p=cfg.flip_p)
     train_set = SegmentationDataset(
         "train", cfg.data_dir, transform=aug, limit=cfg.limit_train, progress=progress
@@ -157,13 +89,16 @@ def run_experiment(
     train_loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_loader = make_loader(val_set, cfg.batch_size, shuffle=False)
     weights = None
-    if cfg.class_weighting == "inverse":
-        weights = class_weights(label_counts(train_set), cap=cfg.weight_cap).to(device)
-    elif cfg.class_weighting != "none":
-        raise ValueError(f"unknown class_weighting {cfg.class_weighting!r}; use inverse or none")
+    if cfg.class_weighting != "none":
+        # from the whole train split's labels, also in quick runs (a 16-image subset gives sky
+        # weight 0 and misc 8): the loss is the same function of the model in every mode
+        counts = split_label_counts("train", cfg.data_dir)
+        sqrt = cfg.class_weighting == "sqrt"
+        weights = class_weights(
+            counts, cap=cfg.weight_cap, power=0.5 if sqrt else 1.0, cap_first=sqrt
+        ).to(device)
     criterion = partial(cross_entropy_criterion, weights=weights)
     optimizer, scheduler = build_optimizer(cfg, model, cfg.epochs * len(train_loader))
-    t0 = time.perf_counter()
     model, history = train(
         model,
         optimizer,
@@ -182,16 +117,16 @@ def run_experiment(
         channels_last=cfg.channels_last,
         progress=progress,
         resume_from=run_dir / "checkpoint_last.pt" if resume else None,
+        name=cfg.name,
     )
-    wall = time.perf_counter() - t0
-    results = evaluate_split(model, val_set, device)
+    results = evaluate_split(model, val_set, cfg.batch_size, cfg.amp)
     out = {
         "run": cfg.name,
         "split": "val",
         "config": cfg.to_dict(),
         "epochs_run": len(history["epoch"]),
         "best_epoch": history["best_epoch"],
-        "train_seconds": wall,
+        "train_seconds": sum(history["seconds"]),  # across resumes
         "hardware": hardware(device),
         "class_weights": None if weights is None else weights.cpu().tolist(),
         "metrics": results.to_dict(),
@@ -205,11 +140,19 @@ def run_experiment(
 
 def load_run_model(run_dir: str | os.PathLike, device: torch.device | None = None):
     """The best model of a run folder and its :class:`TrainConfig`."""
-    ck = load_checkpoint(Path(run_dir) / "checkpoint.pt")
+    path = Path(run_dir) / "checkpoint.pt"
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir}: no such run folder (expected <out_dir>/<run name>)")
+    ck = load_checkpoint(path, require=("model", "config"))
+    if "num_energy_levels" in ck["config"]:
+        raise CheckpointError(
+            f"{path}: holds {describe_config(ck['config'])}; expected a semantic run "
+            "(use `segkit instance evaluate` for instance runs)"
+        )
     cfg = TrainConfig.from_dict(ck["config"])
     # the checkpoint holds every weight: never fetch pretrained ones again
     model = create_model(cfg.model, cfg.num_classes, None)
-    model.load_state_dict(ck["model"])
+    load_model_state(model, ck, path, f"a {cfg.model!r} model")
     return model.to(device or "cpu").eval(), cfg
 
 
@@ -225,7 +168,7 @@ def evaluate_run(
     dev = get_device(device)
     model, cfg = load_run_model(run_dir, dev)
     dataset = SegmentationDataset(split, data_dir or cfg.data_dir, limit=limit)
-    results = evaluate_split(model, dataset, dev)
+    results = evaluate_split(model, dataset, cfg.batch_size, cfg.amp)
     out = {
         "run": cfg.name,
         "split": split,
@@ -248,9 +191,6 @@ def run_baseline(
 ) -> dict:
     """Q2: fit the per-pixel class-frequency baseline on train, evaluate it on ``split``
     (``limit``: first N images of each split only, for smoke tests)."""
-    from .baseline import simple_predict, simple_train
-    from .metrics import segmentation_eval
-
     train_set = SegmentationDataset("train", data_dir, limit=limit)
     eval_set = SegmentationDataset(split, data_dir, limit=limit)
     freq = simple_train(len(train_set.classes), make_loader(train_set, 32, shuffle=False))

@@ -48,19 +48,102 @@ def cross_entropy_criterion(
 
 
 def class_weights(
-    counts: torch.Tensor, *, normalize: bool = True, cap: float | None = 10.0
+    counts: torch.Tensor,
+    *,
+    normalize: bool = True,
+    cap: float | None = 10.0,
+    power: float = 1.0,
+    cap_first: bool = False,
 ) -> torch.Tensor:
-    """Inverse class frequency from per-class pixel counts (e.g. ``data.label_counts(train_set)``).
+    """Class weights from per-class pixel counts (e.g. ``data.label_counts(train_set)``).
 
-    ``w_c = total / (C * count_c)``; with ``normalize`` the weights are rescaled to mean 1 and then
-    capped at ``cap`` so a nearly absent class (misc is 0.5% of pixels) cannot dominate. A class
-    with no pixels gets weight 0 (it cannot appear as a target).
+    The policy, in order: ``w_c = (total / (C * count_c)) ** power`` (1: inverse frequency,
+    0.5: its square root, gentler on rare classes); then, with ``cap_first``, clip at ``cap``
+    and rescale to mean 1; otherwise (the original "inverse" recipe) rescale to mean 1 and clip
+    at ``cap`` (so the cap bounds the final weight, and the mean may end below 1). A class with
+    no pixels gets weight 0 (it cannot appear as a target) and is left out of the mean.
     """
     counts = counts.double()
     freq = counts / counts.sum()
-    w = torch.where(counts > 0, 1.0 / (freq * len(counts)).clamp_min(1e-12), torch.zeros_like(freq))
+    present = counts > 0
+    inv = torch.where(present, 1.0 / (freq * len(counts)).clamp_min(1e-12), torch.zeros_like(freq))
+    w = inv**power
+    if cap_first and cap is not None:
+        w = w.clamp(max=cap)
     if normalize:
-        w = w / w[counts > 0].mean()
-    if cap is not None:
+        w = w / w[present].mean()
+    if not cap_first and cap is not None:
         w = w.clamp(max=cap)
     return w.float()
+
+
+# ------------------------------------------------------------------ DWT (instance) losses
+def default_level_weights(num_levels: int) -> torch.Tensor:
+    """w_k: 3, 3, 3, 2 for the levels nearest the boundary (mistakes there merge instances), 1
+    above, as in public DWT implementations (K = ``num_levels``, 16 in segkit). Shape: (K,)."""
+    w = torch.ones(num_levels)  # (K,)
+    w[:3], w[3:4] = 3.0, 2.0
+    return w
+
+
+def dwt_energy_loss(
+    energy_logits: torch.Tensor,
+    energy: torch.Tensor,
+    weight: torch.Tensor,
+    level_weights: torch.Tensor | None = None,
+    eps: float = 1e-7,
+) -> torch.Tensor:
+    """The DWT watershed-energy loss, normalised by the pixel weights:
+
+    ``-sum_p c_p sum_k w_k [t_k(p) log y_k(p) + (1 - t_k(p)) log(1 - y_k(p))] / sum_p c_p``
+    with y = softmax(logits), t the one-hot target level, w_k the level weights and
+    c_p = ``weight`` = 1 / sqrt(area of p's instance) on object pixels, 0 elsewhere (so the loss
+    is restricted to the semantic mask and small instances count as much as large ones).
+
+    Shape: energy_logits (N, K, H, W); energy (N, H, W) int64; weight (N, H, W) float.
+    Returns a scalar.
+    """
+    num_levels = energy_logits.shape[1]
+    w = default_level_weights(num_levels) if level_weights is None else level_weights
+    w = w.to(energy_logits.device, torch.float32).view(1, -1, 1, 1)  # (1, K, 1, 1)
+    logp = F.log_softmax(energy_logits.float(), dim=1)  # (N, K, H, W)
+    log1mp = torch.log((1 - logp.exp()).clamp_min(eps))  # (N, K, H, W)
+    onehot = F.one_hot(energy.clamp(0, num_levels - 1), num_levels).permute(0, 3, 1, 2)
+    per_pixel = -(w * torch.where(onehot.bool(), logp, log1mp)).sum(1)  # (N, H, W)
+    return (weight * per_pixel).sum() / weight.sum().clamp_min(eps)
+
+
+def dwt_loss(
+    logits: torch.Tensor,
+    targets: dict[str, torch.Tensor],
+    energy_weight: float = 1.0,
+    level_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """BCE-with-logits of the semantic head on valid pixels + ``energy_weight`` x
+    :func:`dwt_energy_loss`.
+
+    Shape: logits (N, 1 + K, H, W) (channel 0 semantic, 1.. energy, as
+    :func:`segkit.models.instance_unet.split_logits`); targets as
+    :func:`segkit.energy.instance_targets`, batched. Returns a scalar.
+    """
+    logits = logits.float()
+    sem, energy = logits[:, :1], logits[:, 1:]  # (N, 1, H, W), (N, K, H, W)
+    valid = targets["valid"]  # (N, H, W)
+    bce = F.binary_cross_entropy_with_logits(sem[:, 0], targets["semantic"], reduction="none")
+    bce = (bce * valid).sum() / valid.sum().clamp_min(1)
+    return bce + energy_weight * dwt_energy_loss(
+        energy, targets["energy"], targets["weight"], level_weights
+    )
+
+
+class DWTLoss(torch.nn.Module):
+    """``criterion(logits, targets)`` wrapper of :func:`dwt_loss`."""
+
+    def __init__(
+        self, energy_weight: float = 1.0, level_weights: torch.Tensor | None = None
+    ) -> None:
+        super().__init__()
+        self.energy_weight, self.level_weights = energy_weight, level_weights
+
+    def forward(self, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        return dwt_loss(logits, targets, self.energy_weight, self.level_weights)

@@ -6,7 +6,6 @@ Every number in ``report/generated/*.tex`` and in the README's results table is 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -14,14 +13,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-MODEL_ORDER = ("baseconv", "unet", "resnet18", "resnet18_unet", "effnet_unet")
+from .config import MODEL_TABLE, SEMANTIC_MODELS
+
+MODEL_ORDER = SEMANTIC_MODELS
 MODEL_LABELS = {
     "baseline": "Per-pixel frequency baseline",
-    "baseconv": "BaseConv",
-    "unet": "UNet",
-    "resnet18": "ResNet-18 encoder, no skips",
-    "resnet18_unet": "ResNet-18 UNet",
-    "effnet_unet": "EfficientNet-Lite0 UNet",
+    **{name: spec.label for name, spec in MODEL_TABLE.items()},
 }
 # the assignment write-up's val mean AP (course "voc" flavour); its ResNet rows used ImageNet
 # weights, which cannot be downloaded on the machines these runs were made on
@@ -388,22 +385,3 @@ def load_results(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `segkit reproduce` first")
     return json.loads(path.read_text())
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    results = load_results(Path(args.generated) / "results.json")
-    write_tables(results, args.generated)
-    if args.readme:
-        update_readme(results, args.readme)
-    if not args.no_pdf:
-        print(f"wrote {build_pdf(args.report_dir)}")
-    return 0
-
-
-def add_report_subparsers(sub) -> None:
-    p = sub.add_parser("report", help="tables from results.json, then build report/main.pdf")
-    p.add_argument("--generated", default="report/generated")
-    p.add_argument("--report-dir", default="report")
-    p.add_argument("--readme", default=None, help="also refresh this README's results table")
-    p.add_argument("--no-pdf", action="store_true")
-    p.set_defaults(func=cmd_report)

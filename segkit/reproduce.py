@@ -8,18 +8,42 @@ tables, figures and ``results.json``. Runs whose results already exist are reuse
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import shutil
+import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+from PIL import Image
 from tqdm.auto import tqdm
 
-from .config import recipe
-from .report import MODEL_ORDER, update_readme, write_tables
+from . import viz
+from .checkpoint import config_changes
+from .config import QUICK_INSTANCE, QUICK_SEMANTIC, SEMANTIC_MODELS, InstanceConfig, recipe
+from .data import SegmentationDataset
+from .experiment import evaluate_run, run_baseline, run_experiment, save_run_figures
+from .instance import evaluate_instance_run, train_instance
+from .report import update_readme, write_tables
+from .study import AUGMENT_EPOCHS, AUGMENT_MODEL, AUGMENT_SETTINGS, augmentation_study
+from .utils import SegkitError, hardware, write_json
 
-QUICK = dict(epochs=1, limit_train=8, limit_val=4, batch_size=4)
+QUICK_BASELINE_LIMIT = 16  # images per split for the quick baseline
+QUICK_TEST_LIMIT = 8  # test images evaluated per model in quick mode
+
+
+def _reusable(run_dir: Path, config: dict, force: bool) -> dict | None:
+    """A finished run's results_val.json when its config is the one asked for; ``None`` when
+    it must (re)train. A finished run with another config is an error, not silently reused."""
+    done = None if force else _read(run_dir / "results_val.json")
+    if done is not None:
+        changed = config_changes(done.get("config") or {}, config)
+        if changed:
+            raise SegkitError(
+                f"{run_dir} was trained with another config ({', '.join(changed)} differ); "
+                "move it away or pass --force to retrain"
+            )
+    return done
 
 
 def _read(path: Path) -> dict | None:
@@ -31,8 +55,6 @@ def _copy(src: Path, dst: Path) -> None:
     if not src.is_file():
         return
     if dst.suffix == ".jpg":
-        from PIL import Image
-
         with Image.open(src) as im:
             im.convert("RGB").save(dst, quality=85, optimize=True)
     else:
@@ -50,27 +72,18 @@ def reproduce(
     readme: str | None = None,
     instance: bool = True,
 ) -> dict:
-    """Run (or reuse) every experiment and write tables, figures and results.json to ``out``."""
-    import matplotlib.pyplot as plt
+    """Run (or reuse) every experiment and write tables, figures and results.json to ``out``.
 
-    from . import viz
-    from .data import SegmentationDataset
-    from .experiment import (
-        evaluate_run,
-        hardware,
-        run_baseline,
-        run_experiment,
-        save_run_figures,
-        write_json,
-    )
-    from .study import AUGMENT_EPOCHS, AUGMENT_MODEL, AUGMENT_SETTINGS, augmentation_study
-
+    Resumable: finished runs (``results_val.json``) are reused when their config matches,
+    interrupted ones continue from ``checkpoint_last.pt``. The wall time of this call is printed
+    and recorded as ``reproduce_wall_minutes``."""
+    t0 = time.perf_counter()
     out_dir, runs_dir = Path(out), Path(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     common = dict(
-        device=device, out_dir=str(runs_dir), data_dir=data_dir, **(QUICK if quick else {})
+        device=device, out_dir=str(runs_dir), data_dir=data_dir, **(QUICK_SEMANTIC if quick else {})
     )
-    steps = ["baseline", "augmentation", *MODEL_ORDER] + (["instance"] if instance else [])
+    steps = ["baseline", "augmentation", *SEMANTIC_MODELS] + (["instance"] if instance else [])
     bar = tqdm(steps, desc="reproduce", dynamic_ncols=True)
     results: dict = {
         "date": dt.date.today().isoformat(),
@@ -87,7 +100,10 @@ def reproduce(
                 r = None if force else _read(path)
                 if r is None:
                     r = run_baseline(
-                        data_dir, split, str(runs_dir / "baseline"), limit=16 if quick else None
+                        data_dir,
+                        split,
+                        str(runs_dir / "baseline"),
+                        limit=QUICK_BASELINE_LIMIT if quick else None,
                     )
                 base[split] = r["metrics"]
             results["baseline"] = base
@@ -113,12 +129,14 @@ def reproduce(
         else:
             cfg = recipe(step, **common)
             run_dir = runs_dir / cfg.name
-            val = None if force else _read(run_dir / "results_val.json")
+            val = _reusable(run_dir, cfg.to_dict(), force)
             if val is None:
-                val = run_experiment(cfg, progress=False, figures=False)
+                resume = not force and (run_dir / "checkpoint_last.pt").is_file()
+                val = run_experiment(cfg, figures=False, resume=resume)
             test = None if force else _read(run_dir / "results_test.json")
             if test is None:  # the one evaluation on test, after selection on val
-                test = evaluate_run(run_dir, "test", device, data_dir, limit=8 if quick else None)
+                limit = QUICK_TEST_LIMIT if quick else None
+                test = evaluate_run(run_dir, "test", device, data_dir, limit=limit)
             if force or not (run_dir / "predictions_test.png").is_file():
                 save_run_figures(run_dir, device, data_dir)
             for name, ext in (
@@ -137,6 +155,8 @@ def reproduce(
                 "test": test["metrics"],
             }
         plt.close("all")
+    results["reproduce_wall_minutes"] = (time.perf_counter() - t0) / 60
+    tqdm.write(f"reproduce: {results['reproduce_wall_minutes']:.1f} min wall ({hardware()})")
     write_json(results, out_dir / "results.json")
     write_tables(json.loads((out_dir / "results.json").read_text()), out_dir)
     if readme:
@@ -147,23 +167,20 @@ def reproduce(
 def _instance(
     runs_dir: Path, out_dir: Path, quick: bool, device: str, force: bool, data_dir: str | None
 ) -> dict:
-    from .instance import InstanceConfig, evaluate_instance_run, train_instance
-
-    run_dir = runs_dir / "instance"
-    over = dict(device=device, out_dir=str(run_dir), data_dir=data_dir)
-    if quick:
-        over.update(epochs=1, limit_train=8, limit_val=4, limit_test=4)
-    cfg = InstanceConfig(**over)
-    val = None if force else _read(run_dir / "results_val.json")
+    over = dict(device=device, out_dir=str(runs_dir), data_dir=data_dir)
+    cfg = InstanceConfig(**{**over, **(QUICK_INSTANCE if quick else {})})
+    run_dir = runs_dir / cfg.name
+    val = _reusable(run_dir, cfg.to_dict(), force)
     if val is None:
-        val = train_instance(cfg, progress=False)
+        resume = not force and (run_dir / "checkpoint_last.pt").is_file()
+        val = train_instance(cfg, resume=resume)
     test = None if force else _read(run_dir / "results_test.json")
     if test is None:
         test = evaluate_instance_run(run_dir, "test", device, data_dir)
     for name, ext in (("loss_curve", "png"), ("instances_test", "jpg"), ("energy_test", "jpg")):
         _copy(run_dir / f"{name}.png", out_dir / f"fig_instance_{name}.{ext}")
     return {
-        "body": val["config"]["body"],
+        "model": val["config"]["model"],
         "epochs": val["epochs_run"],
         "train_seconds": val["train_seconds"],
         "hardware": val["hardware"],
@@ -173,48 +190,3 @@ def _instance(
         "test": test["metrics"],
         "reference": test.get("reference"),
     }
-
-
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    if args.quick:  # never mix smoke-test runs with the real ones or the committed report
-        args.out = args.out or "runs/quick/generated"
-        args.runs = args.runs or "runs/quick"
-    res = reproduce(
-        args.out or "report/generated",
-        args.runs or "runs",
-        quick=args.quick,
-        device=args.device,
-        force=args.force,
-        data_dir=args.data_dir,
-        readme=args.readme,
-    )
-    for name, r in res["models"].items():
-        print(
-            f"{name:14s} val AP {r['val']['mean_ap']:.3f}  test AP {r['test']['mean_ap']:.3f}  "
-            f"test mIoU {r['test']['miou']:.3f}"
-        )
-    print(
-        f"wrote {args.out or 'report/generated'}/results.json and tables; "
-        "build the PDF with `segkit report`"
-    )
-    return 0
-
-
-def add_reproduce_subparser(sub) -> None:
-    p = sub.add_parser("reproduce", help="run every experiment and write report/generated/")
-    p.add_argument("--quick", action="store_true", help="tiny subsets, one epoch (smoke test)")
-    p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--out",
-        default=None,
-        help="tables/figures/results.json (default report/generated; quick: runs/quick/generated)",
-    )
-    p.add_argument(
-        "--runs",
-        default=None,
-        help="run folders, reused if present (default runs; quick: runs/quick)",
-    )
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--force", action="store_true", help="retrain even if results exist")
-    p.add_argument("--readme", default=None, help="refresh this README's results table")
-    p.set_defaults(func=cmd_reproduce)

@@ -4,7 +4,6 @@ original Stanford Background data, and verify every file against checksum lists 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -19,6 +18,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .archives import ChecksumError, check_sha256, download, safe_extract, sha256_file
+from .constants import SPLITS
 from .utils import data_root, find_dataset_dir
 
 
@@ -96,6 +96,58 @@ def load_sbd_splits() -> dict[str, list[str]]:
     return json.loads(_resource("sbd_splits.json"))
 
 
+SYNTHETIC_MARKER = "SYNTHETIC"  # written by segkit.synthetic: not the course data, sizes differ
+
+
+def course_stems(split: str) -> list[str]:
+    """The stems (``img_NNNN``) of a course split, from the shipped checksum list."""
+    prefix = f"{split}/"
+    return sorted({Path(rel).stem for rel in load_checksums("sbd") if rel.startswith(prefix)})
+
+
+def check_split_folder(split_dir: Path, split: str) -> list[str]:
+    """The one rule for a course split folder, shared by the loader and ``segkit data verify``.
+
+    Every ``img_NNNN.jpg`` has its ``.png`` and vice versa, no other files (hidden ones aside),
+    and the stems are exactly the course split's shipped id list (572 / 72 / 71 images; a
+    synthetic dataset, marked by a ``SYNTHETIC`` file beside ``classes.txt``, only needs pairs).
+    Returns the sorted stems; raises ``ValueError`` naming the folder and the first offenders.
+    """
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"split folder {split_dir} does not exist")
+    jpgs, pngs, other = set(), set(), []
+    for name in os.listdir(split_dir):
+        stem, ext = os.path.splitext(name)
+        if ext == ".jpg":
+            jpgs.add(stem)
+        elif ext == ".png":
+            pngs.add(stem)
+        elif not name.startswith("."):
+            other.append(name)
+    problems = []
+    if jpgs - pngs:
+        problems.append(f"images without a label png: {sorted(jpgs - pngs)[:5]}")
+    if pngs - jpgs:
+        problems.append(f"label pngs without an image: {sorted(pngs - jpgs)[:5]}")
+    if other:
+        problems.append(f"unexpected files: {sorted(other)[:5]}")
+    if not (split_dir.parent / SYNTHETIC_MARKER).is_file():
+        course = set(course_stems(split))
+        extra, missing = sorted((jpgs | pngs) - course), sorted(course - (jpgs | pngs))
+        if extra:
+            problems.append(f"{len(extra)} images not in the course {split} split: {extra[:5]}")
+        if missing:
+            problems.append(f"{len(missing)} course images missing: {missing[:5]}")
+    if problems:
+        raise ValueError(
+            f"{split_dir}: " + "; ".join(problems) + f" (the course {split} split has "
+            f"{len(course_stems(split))} image/label pairs; `segkit data prepare-sbd` rebuilds it)"
+        )
+    if not jpgs:
+        raise ValueError(f"{split_dir}: no images found")
+    return sorted(jpgs)
+
+
 def _check_files(folder: Path, expected: dict[str, str], what: str) -> None:
     """Raise ``ChecksumError`` listing missing, corrupt and unexpected image files."""
     missing, bad = [], []
@@ -141,6 +193,12 @@ def _check_label_pixels(folder: Path, expected: dict[str, str]) -> None:
 def _verify(name: str, folder: Path) -> str:
     """Verify ``folder`` as dataset ``name``; return a one-line summary."""
     expected = load_checksums(name)
+    if name == "sbd":
+        for split in SPLITS:  # the loader's rule first: unknown files are reported the same way
+            try:
+                check_split_folder(folder / split, split)
+            except (ValueError, FileNotFoundError) as e:
+                raise ChecksumError(f"sbd at {folder} failed verification: {e}") from None
     if name == "sbd" and (folder / MANIFEST).is_file():
         # A rebuild: same files as the course copy, intact since the rebuild, and label pixels
         # identical to the course ones (JPEG/PNG bytes depend on the encoder, pixels do not).
@@ -158,16 +216,17 @@ def _verify(name: str, folder: Path) -> str:
     return f"{name} at {folder}: {len(expected)} files ok"
 
 
-def verify_dataset(name: str, data_dir: str | os.PathLike | None = None) -> None:
+def verify_dataset(name: str, data_dir: str | os.PathLike | None = None) -> str:
     """Check every listed file of dataset ``name`` ("sbd", "iccv09Data", "PennFudanPed").
 
     ``data_dir`` is the dataset folder or a root holding it (default ``$SEGKIT_DATA``, ``./data``).
-    Raises ``ChecksumError`` naming the first few missing, corrupt or unexpected image files.
+    Returns a one-line summary. Raises ``ChecksumError`` naming the first few missing, corrupt or
+    unexpected image files.
 
     Example:
         >>> verify_dataset("PennFudanPed", "data")
     """
-    _verify(name, find_dataset_dir(name, _source(name).marker, data_dir))
+    return _verify(name, find_dataset_dir(name, _source(name).marker, data_dir))
 
 
 def _locate(folder: Path, marker: str) -> Path | None:
@@ -359,37 +418,3 @@ def prepare_pennfudan(
     root = data_root(data_dir)
     root.mkdir(parents=True, exist_ok=True)
     return _obtain("PennFudanPed", source, root, download, archive_sha256, install=True)
-
-
-def _cmd_prepare(args: argparse.Namespace) -> int:
-    fn = prepare_sbd if args.data_command == "prepare-sbd" else prepare_pennfudan
-    fn(args.source, args.data_dir, download=args.download, archive_sha256=args.sha256)
-    return 0
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    print(_verify(args.name, find_dataset_dir(args.name, _source(args.name).marker, args.data_dir)))
-    return 0
-
-
-def add_data_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``data prepare-sbd | prepare-pennfudan | verify`` to a ``segkit`` subparsers object."""
-    parser = subparsers.add_parser("data", help="prepare and verify the datasets")
-    sub = parser.add_subparsers(dest="data_command", required=True)
-    commands = (
-        ("prepare-sbd", "iccv09Data", "rebuild the course layout sbd/ from"),
-        ("prepare-pennfudan", "PennFudanPed", "unpack and verify PennFudanPed/ from"),
-    )
-    for cmd, archive, what in commands:
-        info = SOURCES[archive]
-        p = sub.add_parser(cmd, help=f"{what} {info.archive} or a folder")
-        p.add_argument("--source", default=None, help=f"{info.archive} or an extracted folder")
-        p.add_argument("--data-dir", default=None, help="data root (default $SEGKIT_DATA, ./data)")
-        p.add_argument("--download", action="store_true", help=f"download {info.url}")
-        p.add_argument("--sha256", default=None, help="expected sha256 of the archive")
-        p.set_defaults(func=_cmd_prepare)
-    p = sub.add_parser("verify", help="check a dataset folder against the shipped checksums")
-    p.add_argument("name", choices=sorted(SOURCES))
-    p.add_argument("--data-dir", default=None, help="data root or the dataset folder")
-    p.set_defaults(func=_cmd_verify)
-    return parser

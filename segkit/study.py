@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 from .config import TrainConfig, recipe
 from .data import Augment
+from .experiment import run_experiment
 
 AUGMENT_MODEL = "effnet_unet"  # the fastest model to train here; every setting gets the same budget
 AUGMENT_EPOCHS = 2
@@ -45,10 +46,6 @@ def augmentation_study(
     Runs whose ``results_val.json`` already exists are read back instead of retrained unless
     ``force``.
     """
-    import json
-
-    from .experiment import run_experiment
-
     base = base or recipe(AUGMENT_MODEL, epochs=AUGMENT_EPOCHS)
     rows = []
     for label, aug in (settings or AUGMENT_SETTINGS).items():
@@ -82,44 +79,3 @@ def format_rows(rows: list[dict]) -> str:
         for r in rows
     ]
     return "\n".join(lines)
-
-
-def cmd_study(args: argparse.Namespace) -> int:
-    from .experiment import write_json
-
-    settings = AUGMENT_SETTINGS
-    if args.only:
-        unknown = set(args.only) - set(AUGMENT_SETTINGS)
-        if unknown:
-            raise ValueError(
-                f"unknown settings {sorted(unknown)}; choose from {list(AUGMENT_SETTINGS)}"
-            )
-        settings = {k: v for k, v in AUGMENT_SETTINGS.items() if k in args.only}
-    overrides = {"epochs": args.epochs, "out_dir": args.out_dir, "device": args.device}
-    if args.data_dir:
-        overrides["data_dir"] = args.data_dir
-    if args.quick:  # never beside the real runs that reproduce reuses
-        overrides.update(epochs=1, limit_train=16, limit_val=8, out_dir="runs/quick")
-    rows = augmentation_study(recipe(args.model, **overrides), settings, force=args.force)
-    write_json(rows, Path(args.out_dir) / "augmentation_study.json")
-    print(format_rows(rows))
-    return 0
-
-
-def add_study_subparser(sub) -> None:
-    p = sub.add_parser("study", help="Q1: augmentation study (same model and budget per setting)")
-    p.add_argument("--model", default=AUGMENT_MODEL)
-    p.add_argument("--epochs", type=int, default=AUGMENT_EPOCHS)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--out-dir", default="runs")
-    p.add_argument("--force", action="store_true", help="retrain runs that already have results")
-    p.add_argument("--quick", action="store_true", help="1 epoch on 16 images")
-    p.add_argument(
-        "--only",
-        nargs="+",
-        default=None,
-        metavar="SETTING",
-        help=f"run only these settings of {list(AUGMENT_SETTINGS)}",
-    )
-    p.set_defaults(func=cmd_study)

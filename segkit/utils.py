@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
+import platform
 import random
 import tempfile
 from pathlib import Path
@@ -55,30 +58,114 @@ def autocast_context(device: torch.device, enabled: bool) -> contextlib.Abstract
     return contextlib.nullcontext()
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename (never half-written)."""
+class SegkitError(Exception):
+    """An error whose message tells the user what went wrong and what to do; the CLI prints it
+    as one line (no traceback) and exits non-zero."""
+
+
+TMP_SUFFIX = ".tmp"
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete temporary files a killed :func:`atomic_torch_save` / :func:`atomic_write_text` of
+    ``path`` left behind (``<name>*.tmp`` beside it); returns what was removed."""
+    path = Path(path)
+    removed = []
+    if path.parent.is_dir():
+        for tmp in path.parent.glob(glob_escape(path.name) + "*" + TMP_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _atomic_write(path: str | os.PathLike, write: Any) -> Path:
+    """Write through ``write(file_object)`` into a temp file beside ``path``, fsync, rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
+    remove_stale_temps(path)  # debris of an earlier killed save
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=TMP_SUFFIX)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
 
 
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename (never
+    half-written; stale temporary files of ``path`` from a killed save are removed first)."""
+    return _atomic_write(path, lambda f: torch.save(obj, f))
+
+
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
-    """Write text atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    """Write text atomically (temporary file, fsync, rename)."""
+    return _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def load_torch_file(
+    path: str | os.PathLike, what: str = "checkpoint", error: type[Exception] = SegkitError
+) -> Any:
+    """``torch.load(weights_only=True)`` with one clear ``error`` naming the file when it is
+    missing or is not a tensor file saved by torch (no pickled code ever runs)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's message suggests an unsafe load: never repeat it
+        text = str(e)
+        if "Unsupported global" in text or "WeightsUnpickler" in text:
+            reason = "it holds Python objects besides tensors, so it is not a segkit file"
+        else:
+            reason = "corrupt, truncated or another format"
+        raise error(
+            f"{path}: not a segkit {what} ({reason}); expected a file written by segkit "
+            "(or a state_dict of tensors saved with torch.save)"
+        ) from None
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """JSON with NaN written as null (strict JSON), atomically."""
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, (np.floating, np.integer)):
+            return clean(x.item())
+        return x
+
+    return atomic_write_text(json.dumps(clean(obj), indent=2), path)
+
+
+def hardware(device: torch.device | str | None = None) -> str:
+    """A short description of where a run happened (for results files)."""
+    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
+        return f"CUDA {torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    threads = torch.get_num_threads()
+    return (
+        f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
+        f"{threads} torch threads), torch {torch.__version__}"
+    )
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:

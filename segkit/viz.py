@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+from scipy.optimize import linear_sum_assignment
+from skimage.segmentation import find_boundaries
+from torchvision import tv_tensors
 
-# Colours for the 9 Stanford Background classes (sky tree road grass water building mountain
-# foreground misc).
-PALETTE = np.array(
-    [[70, 130, 180], [34, 139, 34], [128, 64, 128], [152, 251, 152], [0, 0, 230],
-     [220, 20, 60], [139, 90, 43], [255, 215, 0], [128, 128, 128]], dtype=np.uint8,
-)  # fmt: skip
+from . import constants
+from .models import predict
+
+PALETTE = np.array(constants.PALETTE, dtype=np.uint8)  # (9, 3): the course classes' colours
 
 
 def colorize_mask(mask, palette: np.ndarray = PALETTE) -> np.ndarray:
@@ -34,17 +38,17 @@ def _to_hwc(image) -> np.ndarray:
 
 
 def _legend(fig: Figure, class_names) -> None:
-    from matplotlib.patches import Patch
-
     handles = [Patch(color=PALETTE[i] / 255, label=n) for i, n in enumerate(class_names)]
     fig.legend(
         handles=handles, loc="lower center", ncol=len(class_names), fontsize=8, frameon=False
     )
 
 
-def plot_history(history: dict) -> Figure:
-    """Loss curves (train / val) and, when present, validation mean AP and mIoU per epoch."""
+def plot_history(history: dict, name: str | None = None) -> Figure:
+    """Loss curves (train / val) and, when present, validation mean AP and mIoU per epoch;
+    ``name`` (the model) heads both panels."""
     epochs = history["epoch"]
+    prefix = f"{name}: " if name else ""
     has_metrics = "val_map" in history
     fig, axes = plt.subplots(
         1, 2 if has_metrics else 1, figsize=(10 if has_metrics else 5, 3.5), squeeze=False
@@ -53,14 +57,16 @@ def plot_history(history: dict) -> Figure:
     ax.plot(epochs, history["train_loss"], "o-", label="train")
     if "val_loss" in history:
         ax.plot(epochs, history["val_loss"], "o-", label="val")
-    ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax.set(xlabel="epoch", ylabel="loss", title=f"{prefix}loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     if has_metrics:
         ax = axes[0, 1]
         ax.plot(epochs, history["val_map"], "o-", label="val mean AP")
         if "val_miou" in history:
             ax.plot(epochs, history["val_miou"], "o-", label="val mIoU")
-        ax.set(xlabel="epoch", ylim=(0, 1), title="validation")
+        ax.set(xlabel="epoch", ylim=(0, 1), title=f"{prefix}validation metrics")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
     fig.tight_layout()
     return fig
@@ -91,10 +97,6 @@ def show_segmentations(images, masks, preds=None, class_names=None, titles=None)
 
 def show_predictions(model, dataset, ids, device=None) -> Figure:
     """image / ground truth / prediction for ``dataset[i]`` for each i in ``ids``."""
-    import torch
-
-    from .models import predict
-
     pairs = [dataset[i] for i in ids]
     images = torch.stack([p[0] for p in pairs])  # (K, 3, H, W)
     preds = predict(model, images.to(device or "cpu")).cpu()  # (K, H, W)
@@ -111,49 +113,83 @@ def show_augmentations(dataset, index: int, augments: dict, n: int = 3, seed: in
 
     ``augments`` maps a label to an :class:`segkit.data.Augment`.
     """
-    import torch
-    from torchvision import tv_tensors
-
     image, mask = dataset.raw(index)
-    cols = 1 + len(augments) * n
-    fig, axes = plt.subplots(2, cols, figsize=(2.2 * cols, 4), squeeze=False)
+    # a setting without randomness (no crop, no flip) would repeat the original: skip it
+    random_augments = {k: a for k, a in augments.items() if a.scale is not None or a.flip_p > 0}
+    cols = 1 + len(random_augments) * n
+    fig, axes = plt.subplots(2, cols, figsize=(2.4 * cols, 4.4), squeeze=False)
     axes[0, 0].imshow(_to_hwc(image))
     axes[1, 0].imshow(colorize_mask(mask))
-    axes[0, 0].set_title("original", fontsize=8)
+    axes[0, 0].set_title("original", fontsize=11)
     torch.manual_seed(seed)
     c = 1
-    for label, aug in augments.items():
+    for label, aug in random_augments.items():
         t = aug.build()
         for k in range(n):
             im, m = t(tv_tensors.Image(image), tv_tensors.Mask(mask))
             axes[0, c].imshow(_to_hwc(im))
             axes[1, c].imshow(colorize_mask(m))
-            axes[0, c].set_title(f"{label} #{k + 1}", fontsize=8)
+            axes[0, c].set_title(f"{label}, draw {k + 1}", fontsize=11)
             c += 1
     for ax in axes.flat:
         ax.axis("off")
-    fig.tight_layout()
+    names = getattr(dataset, "classes", None)
+    if names is not None:
+        _legend(fig, names)
+    fig.tight_layout(rect=(0, 0.07 if names is not None else 0, 1, 1))
     return fig
 
 
 # ---------------------------------------------------------------- instance segmentation
-def colorize_instances(labels) -> np.ndarray:
-    """Instance label map (H, W), 0 = background -> RGB uint8 (H, W, 3); ids cycle tab10."""
+INSTANCE_COLOURS = (np.array(plt.get_cmap("tab20").colors)[::2] * 255).astype(np.uint8)  # (10, 3)
+
+
+def colorize_instances(labels, colour_of: dict[int, int] | None = None) -> np.ndarray:
+    """Instance label map (H, W), 0 = background -> RGB uint8 (H, W, 3).
+
+    ``colour_of`` maps an instance id to a colour index (see :func:`match_colours`); by default
+    ids cycle through 10 well-separated colours."""
     labels = np.asarray(labels).astype(np.int64)
-    tab10 = (np.array(plt.get_cmap("tab10").colors) * 255).astype(np.uint8)  # (10, 3)
-    out = tab10[(labels - 1) % len(tab10)]
+    ids = np.unique(labels[labels > 0])
+    index = np.zeros(int(labels.max(initial=0)) + 1, np.int64)
+    for i in ids:
+        index[i] = (colour_of or {}).get(int(i), int(i) - 1)
+    out = INSTANCE_COLOURS[index[np.maximum(labels, 0)] % len(INSTANCE_COLOURS)]
     out[labels <= 0] = 0
     return out
 
 
-def overlay_instances(image, labels, alpha: float = 0.55) -> np.ndarray:
-    """Image (3, H, W) or (H, W, 3) with instances blended in and outlined: float (H, W, 3)."""
-    from skimage.segmentation import find_boundaries
+def match_colours(gt, pred) -> tuple[dict[int, int], dict[int, int]]:
+    """Colour indices so that a predicted instance gets the colour of the ground-truth instance
+    it overlaps best (Hungarian matching on IoU > 0); unmatched ones get unused colours."""
+    gt, pred = np.asarray(gt).astype(np.int64), np.asarray(pred).astype(np.int64)
+    g_ids, p_ids = np.unique(gt[gt > 0]), np.unique(pred[pred > 0])
+    gt_colour = {int(g): k for k, g in enumerate(g_ids)}
+    pred_colour: dict[int, int] = {}
+    if len(g_ids) and len(p_ids):
+        g_masks = gt.reshape(-1)[None, :] == g_ids[:, None]  # (G, P)
+        p_masks = pred.reshape(-1)[None, :] == p_ids[:, None]  # (Q, P)
+        inter = g_masks.astype(np.float64) @ p_masks.T.astype(np.float64)  # (G, Q)
+        union = g_masks.sum(1)[:, None] + p_masks.sum(1)[None, :] - inter
+        iou = inter / np.maximum(union, 1)
+        for r, c in zip(*linear_sum_assignment(-iou), strict=True):
+            if iou[r, c] > 0:
+                pred_colour[int(p_ids[c])] = gt_colour[int(g_ids[r])]
+    nxt = len(g_ids)
+    for p in p_ids:
+        if int(p) not in pred_colour:
+            pred_colour[int(p)], nxt = nxt, nxt + 1
+    return gt_colour, pred_colour
 
+
+def overlay_instances(
+    image, labels, alpha: float = 0.55, colour_of: dict[int, int] | None = None
+) -> np.ndarray:
+    """Image (3, H, W) or (H, W, 3) with instances blended in and outlined: float (H, W, 3)."""
     img = _to_hwc(image)
     img = img.astype(np.float32) / 255 if img.dtype == np.uint8 else img.astype(np.float32)
     labels = np.asarray(labels)
-    colours = colorize_instances(labels).astype(np.float32) / 255
+    colours = colorize_instances(labels, colour_of).astype(np.float32) / 255
     fg = labels > 0
     out = img.copy()
     out[fg] = (1 - alpha) * img[fg] + alpha * colours[fg]
@@ -162,14 +198,20 @@ def overlay_instances(image, labels, alpha: float = 0.55) -> np.ndarray:
 
 
 def show_instances(images, gt_labels, pred_labels, titles=None) -> Figure:
-    """Rows of image / ground-truth instances / predicted instances (overlays)."""
+    """Rows of image / ground-truth instances / predicted instances (overlays); a predicted
+    instance has the colour of the ground-truth instance it matches (IoU, Hungarian)."""
     fig, axes = plt.subplots(len(images), 3, figsize=(10, 3.0 * len(images)), squeeze=False)
     for r, image in enumerate(images):
         gt, pred = np.asarray(gt_labels[r]), np.asarray(pred_labels[r])
+        gt_colour, pred_colour = match_colours(gt, pred)
+        n_gt, n_pred = len(gt_colour), len(pred_colour)
         panels = [
             (_to_hwc(image), "image"),
-            (overlay_instances(image, gt), f"ground truth ({len(np.unique(gt)) - 1})"),
-            (overlay_instances(image, pred), f"prediction ({len(np.unique(pred)) - 1})"),
+            (overlay_instances(image, gt, colour_of=gt_colour), f"ground truth: {n_gt} people"),
+            (
+                overlay_instances(image, pred, colour_of=pred_colour),
+                f"prediction: {n_pred} found" if n_pred else "prediction: none found",
+            ),
         ]
         for c, (panel, name) in enumerate(panels):
             axes[r, c].imshow(panel)

@@ -1,3 +1,6 @@
+"""The instance half: Penn-Fudan data and split, DWT energy targets and watershed, the DWT loss,
+the two-head UNet, and a run folder (train, tune, evaluate) on a tiny fake Penn-Fudan."""
+
 import json
 import math
 import os
@@ -7,24 +10,38 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import ndimage as ndi
 
-from segkit.instance import (
-    IGNORE_INDEX,
-    DWTLoss,
-    InstanceAugment,
-    InstanceConfig,
-    InstanceUNet,
-    PennFudanDataset,
+from segkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from segkit.config import InstanceConfig
+from segkit.constants import IGNORE_INDEX
+from segkit.energy import (
     distance_to_boundary,
-    dwt_energy_loss,
-    dwt_loss,
-    evaluate_instance_run,
     instance_targets,
-    instance_unet,
     level_edges,
     quantise_distance,
-    split_stems,
+    remove_small,
+    score_instances,
+    watershed_from_maps,
+    watershed_instances,
+)
+from segkit.instance import (
+    evaluate_instance_run,
+    load_instance_run,
+    make_dataset,
+    predict_maps,
     train_instance,
+)
+from segkit.losses import DWTLoss, dwt_energy_loss, dwt_loss
+from segkit.metrics.mask_ap import labels_to_masks, mask_iou
+from segkit.models import create_model
+from segkit.models.instance_unet import InstanceUNet, instance_unet, split_logits
+from segkit.pennfudan import (
+    InstanceAugment,
+    PennFudanDataset,
+    list_pennfudan,
+    pennfudan_dir,
+    split_stems,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +124,43 @@ def test_quantised_levels_and_weights():
     assert t["energy"].max() == quantise_distance(np.array([3.0]), edges)[0]
 
 
+def test_watershed_separates_touching_instances():
+    gt = _two_touching_discs()
+    prob = (gt > 0).astype(np.float32)
+    energy = distance_to_boundary(gt)  # an ideal energy head
+    assert ndi.label(prob > 0.5)[1] == 1  # one blob for plain semantic segmentation
+    pred = watershed_from_maps(prob, energy, 0.5, core_level=3.0)
+    assert sorted(np.unique(pred)) == [0, 1, 2]
+    iou = mask_iou(labels_to_masks(pred)[0], labels_to_masks(gt)[0])
+    assert iou.max(1).min() > 0.95
+    # a foreground blob without any core still becomes an instance; min_size removes it
+    prob2, energy2 = prob.copy(), energy.copy()
+    prob2[0:2, 60:63] = 1.0
+    assert len(np.unique(watershed_from_maps(prob2, energy2, 0.5, 3.0))) == 4
+    assert len(np.unique(watershed_from_maps(prob2, energy2, 0.5, 3.0, min_size=10))) == 3
+
+
+def test_watershed_instances_on_logits_batched():
+    gt = _two_touching_discs()
+    t = instance_targets(gt, level_edges(16))
+    sem = (t["semantic"] * 20 - 10)[None, None]  # (1, 1, H, W) logits
+    energy = torch.nn.functional.one_hot(t["energy"], 16).permute(2, 0, 1)[None] * 20.0
+    labels = watershed_instances(torch.cat([sem, sem]), torch.cat([energy, energy]), core_level=3.0)
+    assert labels.shape == (2, *gt.shape) and labels.dtype == torch.int64
+    assert torch.equal(labels[0], labels[1]) and labels.max() == 2
+    single = watershed_instances(sem[0], energy[0], core_level=3.0)
+    assert torch.equal(single, labels[0])
+
+
+def test_scores_and_remove_small():
+    lab = np.zeros((6, 6), np.int64)
+    lab[0:2, 0:2], lab[3:6, 0:6] = 1, 2
+    prob = np.where(lab == 1, 0.5, 0.9)
+    assert score_instances(lab, prob) == pytest.approx([0.5, 0.9])
+    kept = remove_small(lab, 5)
+    assert sorted(np.unique(kept)) == [0, 1] and (kept[3:] == 1).all()
+
+
 # ------------------------------------------------------------------------------------- loss
 def test_energy_loss_hand_computed():
     # two object pixels, K = 2, level weights (3, 1)
@@ -148,17 +202,39 @@ def test_total_loss_hand_computed_and_good_below_bad():
 # ------------------------------------------------------------------------------------ model
 @pytest.mark.parametrize("body", ["effnet_unet", "unet"])
 def test_instance_unet_heads(body):
-    model = InstanceUNet(body, num_energy_levels=4, weights=None)
+    narrow = {"width": 0.125} if body == "unet" else {}
+    model = InstanceUNet(body, num_energy_levels=4, weights=None, **narrow)
     x = torch.rand(1, 3, 64, 64)
     out = model(x)
     assert out.shape == (1, 5, 64, 64) and torch.isfinite(out).all()
     assert model.head.out_channels == 5 and model.encoder is model.body.encoder
+    sem, energy = split_logits(out)
+    assert sem.shape == (1, 1, 64, 64) and energy.shape == (1, 4, 64, 64)
     lab = np.zeros((64, 64), np.int64)
     lab[10:40, 20:30] = 1
     t = {k: v[None] for k, v in instance_targets(lab, level_edges(4)).items()}
     dwt_loss(out, t).backward()
     assert all(p.grad is not None for p in model.parameters())
-    assert instance_unet(num_classes=5, body=body).num_energy_levels == 4
+    built = instance_unet(num_classes=5, weights=None, body=body, **narrow)
+    assert built.num_energy_levels == 4
+    registered = create_model("instance_unet", 5, "none", body=body, **narrow)
+    assert isinstance(registered, InstanceUNet) and registered.head.out_channels == 5
+
+
+def test_instance_unet_weights():
+    with pytest.raises(ValueError, match="no pretrained"):
+        InstanceUNet("unet", 4, weights="imagenet")
+    with pytest.raises(KeyError, match="unknown body"):
+        InstanceUNet("resnet18", 4, weights=None)
+    # "default" is the body's own default: ImageNet for effnet_unet (differs from a fresh init)
+    torch.manual_seed(0)
+    default = InstanceUNet("effnet_unet", 4)  # weights="default"
+    torch.manual_seed(0)
+    scratch = InstanceUNet("effnet_unet", 4, weights="none")
+    imagenet = InstanceUNet("effnet_unet", 4, weights="imagenet")
+    stem = "body.encoder.body.conv_stem.weight"
+    d, s, i = (m.state_dict()[stem] for m in (default, scratch, imagenet))
+    assert torch.equal(d, i) and not torch.equal(d, s)
 
 
 # ------------------------------------------------------------------------------------- data
@@ -190,6 +266,26 @@ def test_augmentation_keeps_image_and_instances_aligned(tmp_path):
         hi, lo = pool(inst[None, None], 3, 1, 1)[0, 0], -pool(-inst[None, None], 3, 1, 1)[0, 0]
         interior = (t["valid"] > 0) & (hi == inst) & (lo == inst)  # bilinear blends edges
         assert torch.equal((red[interior] / 40).round(), inst[interior])
+
+
+def test_augmentation_is_one_v2_draw_with_ignore_padding():
+    image = torch.arange(3 * 20 * 24, dtype=torch.uint8).reshape(3, 20, 24) % 200 + 1
+    instances = torch.ones(20, 24, dtype=torch.uint8)
+    aug = InstanceAugment(32, scale=(1.0, 1.0), flip_p=0.0)  # crop only: pads 20x24 to 32
+    torch.manual_seed(0)
+    out_image, out_inst = aug(image, instances)
+    assert out_image.shape == (3, 32, 32) and out_inst.shape == (32, 32)
+    assert type(out_image) is torch.Tensor and out_inst.dtype == torch.uint8
+    pad = out_inst == IGNORE_INDEX
+    assert pad.sum() == 32 * 32 - 20 * 24 and (out_image[:, pad] == 0).all()
+    assert (out_image[:, ~pad] > 0).all()  # the image sits exactly where the mask is valid
+    # same seed, same draw; the scale range rescales (ScaleJitter by the image's own size)
+    torch.manual_seed(0)
+    assert torch.equal(aug(image, instances)[1], out_inst)
+    big = InstanceAugment(32, scale=(2.0, 2.0), flip_p=0.0)
+    assert big.build((20, 24))(torch.zeros(1, 20, 24)).shape == (1, 40, 48)[:1] + (32, 32)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        InstanceAugment(30)
 
 
 @pytest.mark.parametrize(
@@ -234,8 +330,6 @@ def test_real_pennfudan_split_and_sample():
         for s in ("train", "val", "test")
     }
     assert sizes == {"train": 2, "val": 20, "test": 2}
-    from segkit.instance import list_pennfudan, pennfudan_dir
-
     stems = list_pennfudan(pennfudan_dir(root))
     assert len(stems) == 170
     assert [len(split_stems(stems, s)) for s in ("train", "val", "test")] == [100, 20, 50]
@@ -251,14 +345,16 @@ def test_real_pennfudan_split_and_sample():
 def test_one_epoch_smoke_run(tmp_path):
     _fake_pennfudan(tmp_path / "data")
     cfg = InstanceConfig(
-        weights=None, num_energy_levels=4, data_dir=str(tmp_path / "data"), crop_size=32,
-        batch_size=2, epochs=1, out_dir=str(tmp_path / "run"), device="cpu", **SMALL,
+        model="effnet_unet", weights="none", num_energy_levels=4, data_dir=str(tmp_path / "data"),
+        crop_size=32, batch_size=2, epochs=1, out_dir=str(tmp_path / "runs"), device="cpu",
+        run_name="tiny", limit_train=4, **SMALL,
     )  # fmt: skip
     grid = {"sem_threshold": (0.5,), "core_level": (1.0, 2.0), "min_size": (0, 20)}
     out = train_instance(cfg, progress=False, figures=True, grid=grid)
-    run = tmp_path / "run"
+    run = tmp_path / "runs" / "tiny"  # <out_dir>/<name>
     for name in (
         "checkpoint.pt",
+        "checkpoint_last.pt",
         "history.json",
         "postprocess.json",
         "results_val.json",
@@ -267,22 +363,28 @@ def test_one_epoch_smoke_run(tmp_path):
         "energy_val.png",
     ):
         assert (run / name).is_file(), name
-    assert out["epochs_run"] == 1 and 0 <= out["metrics"]["ap"] <= 1
+    assert out["epochs_run"] == 1 and 0 <= out["metrics"]["ap"] <= 1 and out["run"] == "tiny"
+    assert out["config"]["model"] == "effnet_unet" and out["train_seconds"] > 0
     res = evaluate_instance_run(run, "test", "cpu", figures=False)
     saved = json.loads((run / "results_test.json").read_text())
     assert saved["split"] == "test" and len(saved["stems"]) == 2
     assert saved["postprocess"] == out["postprocess"] and "ap_minus_reference" in res["reference"]
     assert {"ap", "ap50", "ap75", "mean_best_iou"} <= set(saved["metrics"])
-
-
-def test_cli_parses_instance_commands():
-    import argparse
-
-    from segkit.instance import add_instance_subparser
-
-    parser = argparse.ArgumentParser()
-    add_instance_subparser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["instance", "train", "--epochs", "2", "--body", "unet", "--quick"])
-    assert args.epochs == 2 and args.body == "unet" and args.quick
-    args = parser.parse_args(["instance", "evaluate", "runs/instance", "--split", "val"])
-    assert args.run == "runs/instance" and args.split == "val"
+    # the loaded run predicts what the trained one did; predict_maps moves nothing
+    model, loaded, params = load_instance_run(run)
+    assert loaded == cfg and params == out["postprocess"] and not model.training
+    val = make_dataset(loaded, "val")
+    model.train()
+    maps = predict_maps(model, val)
+    assert model.training and len(maps) == 2 and maps[0][0].shape == val.sizes[0]
+    # resuming a finished run trains no further and gives the same val results
+    again = train_instance(cfg, progress=False, figures=False, grid=grid, resume=True)
+    assert again["metrics"] == out["metrics"] and again["epochs_run"] == 1
+    # runs saved before the redesign (body / scale) still load; semantic runs are refused
+    ck = load_checkpoint(run / "checkpoint.pt")
+    legacy = {k: v for k, v in ck["config"].items() if k not in ("model", "aug_scale")}
+    save_checkpoint(run / "checkpoint.pt", **{**ck, "config": {**legacy, "body": "effnet_unet"}})
+    assert load_instance_run(run)[1].model == "effnet_unet"
+    save_checkpoint(run / "checkpoint.pt", **{**ck, "config": {"model": "unet"}})
+    with pytest.raises(CheckpointError, match="expected an instance run"):
+        load_instance_run(run)

@@ -6,8 +6,10 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ..config import DEFAULT_WEIGHTS
 from .assignment import BaseConv, UNet
 from .base import SegmentationModel, predict
+from .instance_unet import instance_unet
 from .pretrained import EffNetUNet, ResnetBasedModel, ResnetUNetModel
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -47,12 +49,7 @@ def effnet_unet(num_classes: int = 9, weights: str | None = "imagenet", **kw) ->
     return EffNetUNet(num_classes, weights=weights, **kw)
 
 
-@register_model
-def instance_unet(num_classes: int = 17, weights: str | None = None, **kw) -> nn.Module:
-    """Penn-Fudan two-head UNet: 1 semantic logit + (num_classes - 1) energy levels."""
-    from ..instance import instance_unet as build  # late import: instance imports this registry
-
-    return build(num_classes, weights, **kw)
+register_model(instance_unet)  # Penn-Fudan two-head UNet: 1 semantic + (num_classes - 1) levels
 
 
 def list_models() -> list[str]:
@@ -62,12 +59,13 @@ def list_models() -> list[str]:
 def create_model(
     name: str,
     num_classes: int = 9,
-    weights: str | None = None,
+    weights: str | None = DEFAULT_WEIGHTS,
     *,
     freeze_encoder: bool = False,
     **kwargs,
 ) -> nn.Module:
-    """Build a registered model; ``weights`` is None, "imagenet" or a local file path.
+    """Build a registered model; ``weights`` is "default" (the model's own: ImageNet for
+    effnet_unet, none for the rest), None / "none", "imagenet" or a local file path.
 
     Example:
         >>> model = create_model("unet", num_classes=9)
@@ -75,7 +73,9 @@ def create_model(
     """
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; available: {list_models()}")
-    model = MODELS[name](num_classes=num_classes, weights=weights, **kwargs)
+    if weights != DEFAULT_WEIGHTS:  # "default": the builder's own default (one per model)
+        kwargs["weights"] = None if weights in (None, "none") else weights
+    model = MODELS[name](num_classes=num_classes, **kwargs)
     if freeze_encoder:
         model.freeze_encoder(True)
     return model

@@ -10,6 +10,12 @@ ENCODER_CHANNELS = [64, 64, 128, 256, 512]  # strides 2, 4, 8, 16, 32
 DECODER_CHANNELS = [256, 128, 64, 64, 32]  # strides 16, 8, 4, 2, 1
 
 
+def scaled(channels: list[int], width: float) -> list[int]:
+    """Channel counts times ``width`` (at least 4 each): ``width=0.25`` gives a narrow net for
+    tests and quick runs; 1.0 is the assignment's."""
+    return [max(4, round(c * width)) for c in channels]
+
+
 class ConvEncoder(nn.Module):
     """7x7 stride-2 stem, then four (max-pool + conv block) stages: strides 2, 4, 8, 16, 32."""
 
@@ -39,12 +45,17 @@ class BaseConv(SegmentationModel):
     much more slowly (``block_depth=2`` builds it, for comparison).
     """
 
-    def __init__(self, num_classes: int = 9, in_channels: int = 3, block_depth: int = 1) -> None:
-        encoder = ConvEncoder(in_channels, block_depth=block_depth)
+    def __init__(
+        self, num_classes: int = 9, in_channels: int = 3, block_depth: int = 1, width: float = 1.0
+    ) -> None:
+        encoder = ConvEncoder(in_channels, scaled(ENCODER_CHANNELS, width), block_depth)
         super().__init__(
             encoder,
             UNetDecoder(
-                encoder.out_channels, DECODER_CHANNELS, skips=False, block_depth=block_depth
+                encoder.out_channels,
+                scaled(DECODER_CHANNELS, width),
+                skips=False,
+                block_depth=block_depth,
             ),
             num_classes,
             in_channels,
@@ -55,12 +66,17 @@ class UNet(SegmentationModel):
     """The :class:`BaseConv` layout with skip connections and the classic UNet double conv
     blocks (Q6); ``block_depth=1`` gives BaseConv's exact encoder and decoder plus skips."""
 
-    def __init__(self, num_classes: int = 9, in_channels: int = 3, block_depth: int = 2) -> None:
-        encoder = ConvEncoder(in_channels, block_depth=block_depth)
+    def __init__(
+        self, num_classes: int = 9, in_channels: int = 3, block_depth: int = 2, width: float = 1.0
+    ) -> None:
+        encoder = ConvEncoder(in_channels, scaled(ENCODER_CHANNELS, width), block_depth)
         super().__init__(
             encoder,
             UNetDecoder(
-                encoder.out_channels, DECODER_CHANNELS, skips=True, block_depth=block_depth
+                encoder.out_channels,
+                scaled(DECODER_CHANNELS, width),
+                skips=True,
+                block_depth=block_depth,
             ),
             num_classes,
             in_channels,

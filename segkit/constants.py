@@ -1,0 +1,29 @@
+"""Facts shared by every module, each defined once: the course classes, the ignore index, sizes.
+
+Nothing here imports torch, so any module may import it.
+"""
+
+from __future__ import annotations
+
+CLASSES: tuple[str, ...] = (
+    "sky", "tree", "road", "grass", "water", "building", "mountain", "foreground", "misc",
+)  # fmt: skip
+NUM_CLASSES = len(CLASSES)
+IMAGE_SIZE = (224, 288)  # (H, W) of every Stanford Background image in the course layout
+IGNORE_INDEX = 255  # label of pixels that count nowhere (void, padding)
+SPLITS = ("train", "val", "test")
+SPLIT_SIZES = {"train": 572, "val": 72, "test": 71}  # the course split of Stanford Background
+
+# The course palette (RGB, one row per class in CLASSES order), used by every figure and by
+# `segkit predict`'s label PNGs.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (70, 130, 180),  # sky
+    (34, 139, 34),  # tree
+    (128, 64, 128),  # road
+    (152, 251, 152),  # grass
+    (0, 0, 230),  # water
+    (220, 20, 60),  # building
+    (139, 90, 43),  # mountain
+    (255, 215, 0),  # foreground
+    (128, 128, 128),  # misc
+)
