@@ -70,6 +70,10 @@ def _number_or_none(kind: type, optional: bool) -> Any:
     return parse
 
 
+def _str_or_none(s: str) -> str | None:
+    return None if s.lower() == "none" else s
+
+
 def _pair(optional: bool) -> Any:
     def parse(s: str) -> tuple[float, float] | None:
         if optional and s.lower() == "none":
@@ -102,8 +106,8 @@ def add_config_flags(
     skip: Sequence[str] = (),
 ) -> None:
     """One ``--flag`` per field of ``cls``, with its help, its default (from ``defaults``, e.g.
-    the recipe, else the dataclass) and its valid values. Parsed values default to ``None``
-    ("not given"), so recipes fill what the user did not set."""
+    the recipe, else the dataclass) and its valid values. A flag not given is absent from the
+    parsed namespace, so recipes fill what the user did not set ('none' sets None)."""
     defaults = defaults or cls()
     group = parser.add_argument_group(f"{cls.__name__} fields")
     for f in dataclasses.fields(cls):
@@ -117,7 +121,7 @@ def add_config_flags(
             default = _fmt_default(getattr(defaults, f.name))
             by_recipe = cls is TrainConfig and any(f.name in r for r in RECIPES.values())
             text += f" (default: {default}" + (", or the --model recipe's)" if by_recipe else ")")
-        kw: dict[str, Any] = {"default": None, "help": text, "dest": f.name}
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": text, "dest": f.name}
         if hint is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif origin is tuple:
@@ -127,14 +131,14 @@ def add_config_flags(
         elif hint in (int, float):
             group.add_argument(flag, type=_number_or_none(hint, optional), **kw)
         else:
-            group.add_argument(flag, type=str, **kw)
+            group.add_argument(flag, type=_str_or_none if optional else str, **kw)
 
 
 def overrides_from_args(args: argparse.Namespace, cls: type[RunConfig]) -> dict[str, Any]:
     return {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(cls)
-        if getattr(args, f.name, None) is not None
+        if hasattr(args, f.name)
     }
 
 

@@ -212,7 +212,8 @@ def train_instance(
     seed_everything(cfg.seed)
     device = get_device(cfg.device)
     run_dir = Path(cfg.out_dir) / cfg.name
-    train_set = make_dataset(cfg, "train", InstanceAugment(cfg.crop_size, cfg.aug_scale, cfg.flip_p))
+    aug = InstanceAugment(cfg.crop_size, cfg.aug_scale, cfg.flip_p)
+    train_set = make_dataset(cfg, "train", aug)
     val_set = make_dataset(cfg, "val")
     train_loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_loader = make_loader(val_set, 1, shuffle=False)  # sizes differ between images

@@ -143,13 +143,15 @@ def pad_to_multiple(
 # ---------------------------------------------------------------------------- augmentation
 @dataclass(frozen=True)
 class InstanceAugment:
-    """Paired random rescale, square crop and horizontal flip on the torchvision v2 pipeline of
-    :class:`segkit.data.Augment`.
+    """Paired random rescale, square crop and horizontal flip: one torchvision v2 pipeline on
+    ``tv_tensors.Image`` + ``tv_tensors.Mask``, as :class:`segkit.data.Augment`.
 
-    The image is rescaled by a factor drawn uniformly from ``scale`` (``v2.ScaleJitter`` with the
-    image's own size as target, antialiased bilinear), cropped to ``crop_size`` (``v2.RandomCrop``,
-    padding with 0 / IGNORE_INDEX where the image is smaller) and flipped with ``flip_p``. One
-    random draw serves the image and its instance map; masks are resampled nearest-neighbour.
+    ``v2.RandomAffine`` rescales about the image centre by a factor drawn from ``scale`` (the
+    canvas keeps its size; bilinear for the image, nearest for the instance map, both sampled
+    at the same pixel centres so they stay aligned), ``v2.RandomCrop`` cuts ``crop_size``
+    squares (padding with 0 / IGNORE_INDEX where the canvas is smaller, as is the area a zoom-out
+    uncovers) and ``v2.RandomHorizontalFlip`` flips with ``flip_p``. One random draw serves
+    the image and its instance map.
 
     Shape: ``(uint8 (3, H, W), uint8 (H, W)) -> (uint8 (3, c, c), uint8 (c, c))``, c = crop.
 
@@ -166,13 +168,17 @@ class InstanceAugment:
         if self.crop_size % 32:
             raise ValueError(f"crop_size {self.crop_size} must be a multiple of 32")
 
-    def build(self, size: tuple[int, int]) -> v2.Transform:
-        """The v2 pipeline for an input of ``size`` = (H, W) (ScaleJitter's base is the size)."""
-        h, w = size
+    def build(self) -> v2.Transform:
         ops: list[v2.Transform] = []
         if tuple(self.scale) != (1.0, 1.0):
-            # ScaleJitter's factor is min(target[0] / W, target[1] / H) * s: with (W, H), just s
-            ops.append(v2.ScaleJitter((w, h), scale_range=tuple(self.scale), antialias=True))
+            ops.append(
+                v2.RandomAffine(
+                    degrees=0.0,
+                    scale=tuple(self.scale),
+                    interpolation=InterpolationMode.BILINEAR,
+                    fill=PAD_FILL,
+                )
+            )
         ops.append(v2.RandomCrop(self.crop_size, pad_if_needed=True, fill=PAD_FILL))
         if self.flip_p > 0:
             ops.append(v2.RandomHorizontalFlip(p=self.flip_p))
@@ -181,8 +187,7 @@ class InstanceAugment:
     def __call__(
         self, image: torch.Tensor, instances: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        h, w = instances.shape[-2:]
-        image, instances = self.build((h, w))(tv_tensors.Image(image), tv_tensors.Mask(instances))
+        image, instances = self.build()(tv_tensors.Image(image), tv_tensors.Mask(instances))
         image = image.as_subclass(torch.Tensor).contiguous()  # (3, c, c) uint8
         return image, instances.as_subclass(torch.Tensor).contiguous()  # (c, c) uint8
 

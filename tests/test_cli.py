@@ -1,7 +1,7 @@
 import json
-from pathlib import Path
 
 import pytest
+import torch
 
 from segkit.cli import build_parser, config_from_args, main
 
@@ -35,10 +35,29 @@ def test_flags_come_from_the_config():
     assert cfg.lr == 1e-3  # untouched fields keep the recipe's values
 
 
-def test_unknown_model_is_a_clear_error(capsys, data_root):
-    assert main(["train", "--model", "nope", "--quick", "--data-dir", str(data_root)]) == 2
-    assert "unknown model 'nope'; available" in capsys.readouterr().err
-    assert not (Path("runs") / "quick" / "nope").exists()  # nothing written for a bad name
+def test_invalid_values_are_rejected_naming_the_valid_ones(capsys):
+    for argv, expect in (
+        (["train", "--model", "nope"], "choose from 'baseconv', 'unet'"),
+        (["train", "--aug-ratio", "none"], "expected two numbers 'A,B', got 'none'"),
+        (["train", "--scheduler", "cosin"], "choose from 'cosine', 'plateau', 'none'"),
+        (["train", "--epochs", "three"], "expected int, got 'three'"),
+        (["trian"], "invalid choice: 'trian'"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        assert expect in capsys.readouterr().err, argv
+
+
+def test_every_train_flag_has_help_and_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "``" not in out and ":class:" not in out  # no raw reStructuredText
+    for flag in ("--epochs", "--lr", "--aug-scale", "--class-weighting", "--weights", "--seed"):
+        assert flag in out
+    assert out.count("(default:") >= 25
+    assert "{baseconv,unet,resnet18,resnet18_unet,effnet_unet}" in out
 
 
 def test_missing_data_is_a_clear_error(tmp_path, capsys, monkeypatch):
@@ -54,6 +73,8 @@ def test_one_epoch_train_then_evaluate(tmp_path, data_root, capsys):
             "--model",
             "baseconv",
             "--quick",
+            "--epochs",
+            "3",
             "--limit-train",
             "4",
             "--limit-val",
@@ -79,7 +100,7 @@ def test_one_epoch_train_then_evaluate(tmp_path, data_root, capsys):
     ):
         assert (run / name).is_file(), name
     res = json.loads((run / "results_val.json").read_text())
-    assert res["config"]["epochs"] == 1 and res["split"] == "val"
+    assert res["config"]["epochs"] == 3 and res["split"] == "val"  # the quick recipe
     assert len(res["metrics"]["ap"]) == 9
     assert (
         main(["evaluate", str(run), "--split", "val", "--limit", "2", "--data-dir", str(data_root)])
@@ -103,3 +124,69 @@ def test_full_recipe_reaches_its_bar(model, bar, tmp_path, data_root):
         recipe(model, data_dir=str(data_root), out_dir=str(tmp_path)), progress=False, figures=False
     )
     assert out["metrics"]["mean_ap"] >= bar
+
+
+# ------------------------------------------------------------ faults end in one clear message
+def _quick_argv(data_root, out, *extra):
+    return ["train", "--model", "baseconv", "--epochs", "1", "--limit-train", "4",
+            "--limit-val", "2", "--batch-size", "2", "--no-figures",
+            "--data-dir", str(data_root), "--out-dir", str(out), *extra]  # fmt: skip
+
+
+def test_divergence_is_one_message_with_nonzero_exit(tmp_path, data_root, capsys):
+    assert main(_quick_argv(data_root, tmp_path, "--lr", "1e9")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") <= 2
+    assert "run 'baseconv', epoch 1" in err and "learning rate" in err
+    assert "average precision" not in err  # NaN never reaches the metrics
+
+
+def test_resume_with_changed_config_is_refused(tmp_path, data_root, capsys):
+    assert main(_quick_argv(data_root, tmp_path)) == 0
+    argv = _quick_argv(data_root, tmp_path, "--resume", "--lr", "0.1", "--seed", "7")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "lr 0.001 -> 0.1" in err and "seed 0 -> 7" in err
+    # more epochs is allowed; results record the config used and the time across resumes
+    argv = _quick_argv(data_root, tmp_path, "--resume")
+    argv[argv.index("--epochs") + 1] = "2"
+    assert main(argv) == 0
+    res = json.loads((tmp_path / "baseconv" / "results_val.json").read_text())
+    hist = json.loads((tmp_path / "baseconv" / "history.json").read_text())
+    assert res["config"]["epochs"] == 2 and res["epochs_run"] == 2
+    assert res["train_seconds"] == pytest.approx(sum(hist["seconds"]))
+
+
+def test_bad_weights_and_checkpoints_name_the_file(tmp_path, data_root, capsys):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x80\x02not a pickle" * 50)
+    argv = ["train", "--model", "resnet18", "--weights", str(garbage), "--data-dir", str(data_root)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(garbage) in err and "weights_only=False" not in err and "Traceback" not in err
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": {}}, run / "checkpoint.pt")  # no config
+    assert main(["evaluate", str(run), "--data-dir", str(data_root)]) == 2
+    err = capsys.readouterr().err
+    assert str(run / "checkpoint.pt") in err and "config" in err and "'config'" not in err[:20]
+
+    # a checkpoint of another model: one short line, not a dump of state-dict keys
+    from segkit.config import TrainConfig
+    from segkit.models import create_model
+
+    ck = {
+        "model": create_model("baseconv").state_dict(),
+        "config": TrainConfig(model="unet").to_dict(),
+    }
+    ck["config"]["model"] = "unet"
+    torch.save(ck, run / "checkpoint.pt")
+    assert main(["evaluate", str(run), "--data-dir", str(data_root)]) == 2
+    err = capsys.readouterr().err
+    assert str(run / "checkpoint.pt") in err and len(err) < 400
+
+    ck["config"]["num_energy_levels"] = 16  # an instance checkpoint given to `segkit evaluate`
+    torch.save(ck, run / "checkpoint.pt")
+    assert main(["evaluate", str(run), "--data-dir", str(data_root)]) == 2
+    assert "instance" in capsys.readouterr().err

@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from segkit.data import make_loader
-from segkit.losses import cross_entropy_criterion
-from segkit.models import create_model
 from segkit.checkpoint import CheckpointError, load_checkpoint
+from segkit.data import make_loader
 from segkit.engine import DivergenceError, evaluate, train, validate_model
+from segkit.losses import cross_entropy_criterion
 from segkit.metrics import segmentation_eval
+from segkit.models import create_model
 
 
 def _synthetic(n=8, size=32, seed=0):

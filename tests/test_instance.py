@@ -255,17 +255,26 @@ def test_dataset_on_fake_folder(tmp_path):
 
 
 def test_augmentation_keeps_image_and_instances_aligned(tmp_path):
+    """Away from label edges (where bilinear blends) the image's red channel (40 x id) and the
+    instance map agree exactly: image and mask are sampled at the same pixel centres."""
     _fake_pennfudan(tmp_path)
-    torch.manual_seed(0)
-    ds = PennFudanDataset("train", tmp_path, InstanceAugment(32, (0.8, 1.2), 0.5), **SMALL)
-    for i in range(len(ds)):
-        image, t = ds[i]
-        assert image.shape == (3, 32, 32)
-        inst, red = t["instances"].float(), (image[0] * 255).round()
-        pool = torch.nn.functional.max_pool2d
-        hi, lo = pool(inst[None, None], 3, 1, 1)[0, 0], -pool(-inst[None, None], 3, 1, 1)[0, 0]
-        interior = (t["valid"] > 0) & (hi == inst) & (lo == inst)  # bilinear blends edges
-        assert torch.equal((red[interior] / 40).round(), inst[interior])
+    ds = PennFudanDataset("train", tmp_path, InstanceAugment(32, (0.75, 1.25), 0.5), **SMALL)
+    pool = torch.nn.functional.max_pool2d
+    checked = 0
+    for seed in range(3):
+        torch.manual_seed(seed)
+        for i in range(len(ds)):
+            image, t = ds[i]
+            assert image.shape == (3, 32, 32)
+            inst, red = t["instances"].float(), (image[0] * 255).round()
+            hi = pool(inst[None, None], 3, 1, 1)[0, 0]
+            lo = -pool(-inst[None, None], 3, 1, 1)[0, 0]
+            interior = (t["valid"] > 0) & (hi == inst) & (lo == inst)  # (32, 32)
+            interior[[0, -1]] = False  # the crop cut a neighbour off: it may blend
+            interior[:, [0, -1]] = False
+            assert torch.equal((red[interior] / 40).round(), inst[interior])
+            checked += int(interior.sum())
+    assert checked > 3 * len(ds) * 32 * 32 // 2
 
 
 def test_augmentation_is_one_v2_draw_with_ignore_padding():
@@ -279,11 +288,14 @@ def test_augmentation_is_one_v2_draw_with_ignore_padding():
     pad = out_inst == IGNORE_INDEX
     assert pad.sum() == 32 * 32 - 20 * 24 and (out_image[:, pad] == 0).all()
     assert (out_image[:, ~pad] > 0).all()  # the image sits exactly where the mask is valid
-    # same seed, same draw; the scale range rescales (ScaleJitter by the image's own size)
     torch.manual_seed(0)
-    assert torch.equal(aug(image, instances)[1], out_inst)
-    big = InstanceAugment(32, scale=(2.0, 2.0), flip_p=0.0)
-    assert big.build((20, 24))(torch.zeros(1, 20, 24)).shape == (1, 40, 48)[:1] + (32, 32)
+    assert torch.equal(aug(image, instances)[1], out_inst)  # same seed, same draw
+    # a zoom-out uncovers a border: 0 in the image, IGNORE_INDEX in the instance map
+    half = InstanceAugment(32, scale=(0.5, 0.5), flip_p=0.0)
+    image, instances = torch.full((3, 32, 32), 9, dtype=torch.uint8), torch.ones(32, 32).byte()
+    out_image, out_inst = half(image, instances)
+    assert (out_inst[8:24, 8:24] == 1).all() and (out_inst[:8] == IGNORE_INDEX).all()
+    assert (out_image[:, 9:23, 9:23] == 9).all() and (out_image[:, :7] == 0).all()
     with pytest.raises(ValueError, match="multiple of 32"):
         InstanceAugment(30)
 
