@@ -199,9 +199,23 @@ def split_label_counts(split: str, data_dir: str | os.PathLike | None = None) ->
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, num_workers: int = 0
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    num_workers: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> DataLoader:
-    """A DataLoader with a seeded generator (reproducible shuffles and augmentations)."""
+    """A DataLoader with a seeded generator (reproducible shuffles and augmentations).
+
+    ``num_workers=None`` picks by device: on CUDA worker processes (up to 8) augment the next
+    batches into pinned memory while the GPU trains, so the data pipeline does not starve it; on
+    the CPU the main process augments (workers would compete with the training threads).
+    """
+    cuda = torch.device(device).type == "cuda"
+    if num_workers is None:
+        num_workers = min(8, os.cpu_count() or 1) if cuda else 0
     g = torch.Generator()
     g.manual_seed(seed)
     return DataLoader(
@@ -211,6 +225,7 @@ def make_loader(
         num_workers=num_workers,
         generator=g,
         worker_init_fn=seed_worker,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=cuda,
+        persistent_workers=num_workers > 0,
         drop_last=False,
     )

@@ -86,8 +86,10 @@ def run_experiment(
         "train", cfg.data_dir, transform=aug, limit=cfg.limit_train, progress=progress
     )
     val_set = SegmentationDataset("val", cfg.data_dir, limit=cfg.limit_val, progress=progress)
-    train_loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    val_loader = make_loader(val_set, cfg.batch_size, shuffle=False)
+    train_loader = make_loader(
+        train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device
+    )
+    val_loader = make_loader(val_set, cfg.batch_size, shuffle=False, device=device)
     weights = None
     if cfg.class_weighting != "none":
         # from the whole train split's labels, also in quick runs (a 16-image subset gives sky

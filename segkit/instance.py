@@ -215,8 +215,10 @@ def train_instance(
     aug = InstanceAugment(cfg.crop_size, cfg.aug_scale, cfg.flip_p)
     train_set = make_dataset(cfg, "train", aug)
     val_set = make_dataset(cfg, "val")
-    train_loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    val_loader = make_loader(val_set, 1, shuffle=False)  # sizes differ between images
+    train_loader = make_loader(
+        train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device
+    )
+    val_loader = make_loader(val_set, 1, shuffle=False, device=device)  # sizes differ
     model = InstanceUNet(cfg.model, cfg.num_energy_levels, cfg.weights)
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in ("checkpoint.pt", "checkpoint_last.pt", "history.json", "results_val.json"):

@@ -131,8 +131,9 @@ def check_split_folder(split_dir: Path, split: str) -> list[str]:
         problems.append(f"label pngs without an image: {sorted(pngs - jpgs)[:5]}")
     if other:
         problems.append(f"unexpected files: {sorted(other)[:5]}")
-    if not (split_dir.parent / SYNTHETIC_MARKER).is_file():
-        course = set(course_stems(split))
+    synthetic = (split_dir.parent / SYNTHETIC_MARKER).is_file()
+    course = set() if synthetic else set(course_stems(split))
+    if not synthetic:
         extra, missing = sorted((jpgs | pngs) - course), sorted(course - (jpgs | pngs))
         if extra:
             problems.append(f"{len(extra)} images not in the course {split} split: {extra[:5]}")
@@ -143,7 +144,7 @@ def check_split_folder(split_dir: Path, split: str) -> list[str]:
             f"{split_dir}: " + "; ".join(problems) + f" (the course {split} split has "
             f"{len(course_stems(split))} image/label pairs; `segkit data prepare-sbd` rebuilds it)"
         )
-    if not jpgs:
+    if not jpgs and (synthetic or course):
         raise ValueError(f"{split_dir}: no images found")
     return sorted(jpgs)
 

@@ -6,12 +6,14 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from segkit.data import CLASSES, NO_AUGMENT, Augment, SegmentationDataset, label_counts
+from segkit.constants import CLASSES
+from segkit.data import NO_AUGMENT, Augment, SegmentationDataset, label_counts
 
 
 def _fake_sbd(root, n=3, size=(224, 288)):
     root.mkdir(parents=True)
     (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    (root / "SYNTHETIC").write_text("test data: any number of images\n")
     rng = np.random.default_rng(0)
     for split in ("train", "val", "test"):
         (root / split).mkdir(parents=True)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, confusion_matrix
 
+from segkit.constants import IGNORE_INDEX
 from segkit.metrics import (
-    IGNORE_INDEX,
     APAccumulator,
     ConfusionMatrix,
     average_precision,

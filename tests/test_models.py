@@ -1,8 +1,10 @@
 import pytest
 import torch
 
+from segkit.engine import train_one_epoch
 from segkit.models import create_model, list_models
 from segkit.models.pretrained import EffNetLite0Encoder, ResNet18Encoder
+from segkit.utils import SegkitError
 
 NAMES = list_models()
 
@@ -89,15 +91,13 @@ def test_effnet_loads_shipped_imagenet_weights():
 
 def test_effnet_rejects_wrong_file(tmp_path):
     torch.save({"a": torch.zeros(3)}, tmp_path / "bad.pth")
-    with pytest.raises(ValueError, match="bad.pth"):
+    with pytest.raises(SegkitError, match="bad.pth: 1 encoder tensors, expected the 288"):
         EffNetLite0Encoder(weights=tmp_path / "bad.pth")
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_amp_train_step():
-    from segkit.train import train_one_epoch
-
     device = torch.device("cuda")
     model = create_model("unet", 4).to(device)
     opt = torch.optim.AdamW(model.parameters())
@@ -112,6 +112,5 @@ def test_cuda_amp_train_step():
         scaler=scaler,
         amp=True,
         channels_last=True,
-        progress=False,
     )
     assert out["loss"] > 0

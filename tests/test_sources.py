@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import shutil
@@ -18,6 +17,7 @@ from PIL import Image
 
 from segkit import sources
 from segkit.archives import ChecksumError, UnsafeArchiveError, check_sha256, safe_extract
+from segkit.cli import build_parser
 
 
 def _tar(path: Path, members: list[tuple[str, bytes | None, dict]]) -> Path:
@@ -269,14 +269,36 @@ def test_verify_reports_offending_files(data_root: Path, tmp_path: Path) -> None
         sources.verify_dataset("sbd", tmp_path)
     (copy / "val" / "img_0001.jpg").unlink()
     shutil.copy(copy / "val" / "img_0002.jpg", copy / "val" / "img_9999.jpg")
-    with pytest.raises(ChecksumError, match="missing.*val/img_0001.jpg") as e:
+    with pytest.raises(ChecksumError, match="val: images without a label png: .'img_9999'") as e:
         sources.verify_dataset("sbd", copy)
-    assert "unexpected image files (first: val/img_9999.jpg)" in str(e.value)
+    assert "label pngs without an image: ['img_0001']" in str(e.value)
+    assert "not in the course val split: ['img_9999']" in str(e.value)
+
+
+def test_loader_and_verifier_share_one_rule(data_root: Path, tmp_path: Path) -> None:
+    """An extra image pair or a stray file: the loader and `segkit data verify` both refuse,
+    with the same words."""
+    from segkit.data import SegmentationDataset
+
+    copy = shutil.copytree(data_root / "sbd", tmp_path / "sbd")
+    for stray, words in (
+        (("img_9999.jpg", "img_9999.png"), "1 images not in the course train split: ['img_9999']"),
+        (("notes.txt",), "unexpected files: ['notes.txt']"),
+    ):
+        for name in stray:
+            shutil.copy(copy / "train" / "img_0000.png", copy / "train" / name)
+        with pytest.raises(ValueError) as loader_err:
+            SegmentationDataset("train", tmp_path, preload=False)
+        with pytest.raises(ChecksumError) as verify_err:
+            sources.verify_dataset("sbd", tmp_path)
+        assert words in str(loader_err.value) and words in str(verify_err.value)
+        assert str(copy / "train") in str(loader_err.value)
+        for name in stray:
+            (copy / "train" / name).unlink()
 
 
 def test_data_subparser(data_root: Path, capsys: pytest.CaptureFixture) -> None:
-    parser = argparse.ArgumentParser(prog="segkit")
-    sources.add_data_subparser(parser.add_subparsers(dest="command", required=True))
+    parser = build_parser()
     args = parser.parse_args(["data", "prepare-sbd", "--source", "x.tar.gz", "--download"])
     assert (args.source, args.download, args.data_dir) == ("x.tar.gz", True, None)
     args = parser.parse_args(["data", "prepare-pennfudan", "--data-dir", "d", "--sha256", "ab"])
