@@ -4,6 +4,7 @@ resume."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -111,3 +112,20 @@ def config_changes(old: dict, new: dict) -> list[str]:
     keys = (set(old) | set(new)) - RESUME_SAFE_FIELDS
     norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731  (JSON has no tuples)
     return sorted(k for k in keys if norm(old.get(k)) != norm(new.get(k)))
+
+
+def finished_results(run_dir: str | os.PathLike, config: dict) -> dict | None:
+    """A finished run's ``results_val.json`` when it was trained with ``config`` (up to
+    :data:`RESUME_SAFE_FIELDS`), ``None`` when there is none. A finished run with another config
+    is an error naming the differing fields, never silently reused or overwritten."""
+    path = Path(run_dir) / "results_val.json"
+    if not path.is_file():
+        return None
+    done = json.loads(path.read_text())
+    changed = config_changes(done.get("config") or {}, config)
+    if changed:
+        raise CheckpointError(
+            f"{run_dir} holds a finished run with another config ({', '.join(changed)} differ); "
+            "move it away, pick another run name, or retrain with force"
+        )
+    return done

@@ -135,11 +135,7 @@ def add_config_flags(
 
 
 def overrides_from_args(args: argparse.Namespace, cls: type[RunConfig]) -> dict[str, Any]:
-    return {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(cls)
-        if hasattr(args, f.name)
-    }
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -14,7 +14,13 @@ import torch
 
 from . import viz
 from .baseline import simple_predict, simple_train
-from .checkpoint import CheckpointError, describe_config, load_checkpoint, load_model_state
+from .checkpoint import (
+    CheckpointError,
+    describe_config,
+    finished_results,
+    load_checkpoint,
+    load_model_state,
+)
 from .config import TrainConfig, model_label
 from .data import Augment, SegmentationDataset, make_loader, split_label_counts
 from .engine import evaluate, train
@@ -66,12 +72,25 @@ def save_run_figures(
 
 
 def run_experiment(
-    cfg: TrainConfig, *, progress: bool = True, figures: bool = True, resume: bool = False
+    cfg: TrainConfig,
+    *,
+    progress: bool = True,
+    figures: bool = True,
+    resume: bool = False,
+    reuse: bool = False,
 ) -> dict:
     """Train ``cfg`` and write ``<out_dir>/<name>/``: checkpoint.pt, history.json, results_val.json,
     loss_curve.png, confusion_val.png, predictions_test.png. Returns the val results dict (as in
     results_val.json) plus the training ``history``. ``resume`` continues an interrupted run from
-    its ``checkpoint_last.pt``."""
+    its ``checkpoint_last.pt``; ``reuse`` returns a finished run's results (same config) without
+    training, and resumes an unfinished one."""
+    run_dir = Path(cfg.out_dir) / cfg.name
+    if reuse:
+        done = finished_results(run_dir, cfg.to_dict())
+        if done is not None:
+            history = json.loads((run_dir / "history.json").read_text())
+            return {**done, "history": history}
+        resume = (run_dir / "checkpoint_last.pt").is_file()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed)

@@ -20,7 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from . import viz
-from .checkpoint import CheckpointError, describe_config, load_checkpoint, load_model_state
+from .checkpoint import (
+    CheckpointError,
+    describe_config,
+    finished_results,
+    load_checkpoint,
+    load_model_state,
+)
 from .config import InstanceConfig
 from .data import make_loader
 from .energy import expected_energy, remove_small, score_instances, watershed_from_maps
@@ -201,12 +207,19 @@ def train_instance(
     figures: bool = True,
     grid: dict[str, tuple] | None = None,
     resume: bool = False,
+    reuse: bool = False,
 ) -> dict[str, Any]:
     """Train on train, pick the checkpoint (val loss) and watershed thresholds (val AP over
     ``grid``, default :data:`POSTPROCESS_GRID`), and write ``<out_dir>/<name>/``: checkpoint.pt,
     checkpoint_last.pt, history.json, postprocess.json, results_val.json, loss_curve.png,
     instances_val.png, energy_val.png. ``resume`` continues an interrupted run from its
-    ``checkpoint_last.pt``. Returns the val results (as in results_val.json)."""
+    ``checkpoint_last.pt``; ``reuse`` returns a finished run's results (same config) without
+    training and resumes an unfinished one. Returns the val results (as in results_val.json)."""
+    if reuse:
+        done = finished_results(Path(cfg.out_dir) / cfg.name, cfg.to_dict())
+        if done is not None:
+            return done
+        resume = (Path(cfg.out_dir) / cfg.name / "checkpoint_last.pt").is_file()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed)

@@ -19,31 +19,21 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import viz
-from .checkpoint import config_changes
+from .checkpoint import finished_results
 from .config import QUICK_INSTANCE, QUICK_SEMANTIC, SEMANTIC_MODELS, InstanceConfig, recipe
 from .data import SegmentationDataset
 from .experiment import evaluate_run, run_baseline, run_experiment, save_run_figures
 from .instance import evaluate_instance_run, train_instance
 from .report import update_readme, write_tables
 from .study import AUGMENT_EPOCHS, AUGMENT_MODEL, AUGMENT_SETTINGS, augmentation_study
-from .utils import SegkitError, hardware, write_json
+from .utils import hardware, write_json
 
 QUICK_BASELINE_LIMIT = 16  # images per split for the quick baseline
 QUICK_TEST_LIMIT = 8  # test images evaluated per model in quick mode
 
 
 def _reusable(run_dir: Path, config: dict, force: bool) -> dict | None:
-    """A finished run's results_val.json when its config is the one asked for; ``None`` when
-    it must (re)train. A finished run with another config is an error, not silently reused."""
-    done = None if force else _read(run_dir / "results_val.json")
-    if done is not None:
-        changed = config_changes(done.get("config") or {}, config)
-        if changed:
-            raise SegkitError(
-                f"{run_dir} was trained with another config ({', '.join(changed)} differ); "
-                "move it away or pass --force to retrain"
-            )
-    return done
+    return None if force else finished_results(run_dir, config)
 
 
 def _read(path: Path) -> dict | None:

@@ -63,7 +63,8 @@ def draw_scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     if rng.random() < 0.5:  # a ridge of mountains rising from the horizon
         xs = np.linspace(0, w, int(rng.integers(3, 7)))
         ys = horizon - rng.uniform(0.1, 0.3, len(xs)) * h
-        draw.polygon([(0, horizon), *zip(xs.tolist(), ys.tolist()), (w, horizon)], fill=MOUNTAIN)
+        ridge = list(zip(xs.tolist(), ys.tolist(), strict=True))
+        draw.polygon([(0, horizon), *ridge, (w, horizon)], fill=MOUNTAIN)
     draw.rectangle([0, horizon, w, h], fill=int(rng.choice([GRASS, ROAD])))
     if rng.random() < 0.3:  # a lake band just below the horizon
         draw.rectangle([0, horizon, w, horizon + int(rng.uniform(0.08, 0.2) * h)], fill=WATER)

@@ -1,12 +1,13 @@
 """Figures: label colouring, prediction panels, loss curves, confusion matrices, instance overlays.
 
-Every function returns a ``matplotlib.figure.Figure`` (and never calls ``plt.show``), so notebooks
-display it and scripts save it with ``fig.savefig``.
+Every function returns a ``matplotlib.figure.Figure`` built without pyplot (no global figure
+state), so a notebook shows it exactly once, a script saves it with ``fig.savefig``, and nothing
+leaks when it is dropped.
 """
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -20,6 +21,14 @@ from . import constants
 from .models import predict
 
 PALETTE = np.array(constants.PALETTE, dtype=np.uint8)  # (9, 3): the course classes' colours
+
+
+def _subplots(
+    nrows: int, ncols: int, figsize: tuple[float, float], **kw: object
+) -> tuple[Figure, np.ndarray]:
+    """``plt.subplots`` without pyplot: the figure is not registered for automatic display."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def colorize_mask(mask, palette: np.ndarray = PALETTE) -> np.ndarray:
@@ -50,7 +59,7 @@ def plot_history(history: dict, name: str | None = None) -> Figure:
     epochs = history["epoch"]
     prefix = f"{name}: " if name else ""
     has_metrics = "val_map" in history
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         1, 2 if has_metrics else 1, figsize=(10 if has_metrics else 5, 3.5), squeeze=False
     )
     ax = axes[0, 0]
@@ -75,9 +84,7 @@ def plot_history(history: dict, name: str | None = None) -> Figure:
 def show_segmentations(images, masks, preds=None, class_names=None, titles=None) -> Figure:
     """Rows of image / ground truth (/ prediction) for (3, H, W) images and (H, W) masks."""
     cols = 2 if preds is None else 3
-    fig, axes = plt.subplots(
-        len(images), cols, figsize=(3.2 * cols, 2.5 * len(images)), squeeze=False
-    )
+    fig, axes = _subplots(len(images), cols, figsize=(3.2 * cols, 2.5 * len(images)), squeeze=False)
     for r, image in enumerate(images):
         panels = [_to_hwc(image), colorize_mask(masks[r])]
         if preds is not None:
@@ -117,7 +124,7 @@ def show_augmentations(dataset, index: int, augments: dict, n: int = 3, seed: in
     # a setting without randomness (no crop, no flip) would repeat the original: skip it
     random_augments = {k: a for k, a in augments.items() if a.scale is not None or a.flip_p > 0}
     cols = 1 + len(random_augments) * n
-    fig, axes = plt.subplots(2, cols, figsize=(2.4 * cols, 4.4), squeeze=False)
+    fig, axes = _subplots(2, cols, figsize=(2.4 * cols, 4.4), squeeze=False)
     axes[0, 0].imshow(_to_hwc(image))
     axes[1, 0].imshow(colorize_mask(mask))
     axes[0, 0].set_title("original", fontsize=11)
@@ -141,7 +148,9 @@ def show_augmentations(dataset, index: int, augments: dict, n: int = 3, seed: in
 
 
 # ---------------------------------------------------------------- instance segmentation
-INSTANCE_COLOURS = (np.array(plt.get_cmap("tab20").colors)[::2] * 255).astype(np.uint8)  # (10, 3)
+INSTANCE_COLOURS = (np.array(matplotlib.colormaps["tab20"].colors)[::2] * 255).astype(
+    np.uint8
+)  # (10, 3)
 
 
 def colorize_instances(labels, colour_of: dict[int, int] | None = None) -> np.ndarray:
@@ -200,7 +209,7 @@ def overlay_instances(
 def show_instances(images, gt_labels, pred_labels, titles=None) -> Figure:
     """Rows of image / ground-truth instances / predicted instances (overlays); a predicted
     instance has the colour of the ground-truth instance it matches (IoU, Hungarian)."""
-    fig, axes = plt.subplots(len(images), 3, figsize=(10, 3.0 * len(images)), squeeze=False)
+    fig, axes = _subplots(len(images), 3, figsize=(10, 3.0 * len(images)), squeeze=False)
     for r, image in enumerate(images):
         gt, pred = np.asarray(gt_labels[r]), np.asarray(pred_labels[r])
         gt_colour, pred_colour = match_colours(gt, pred)
@@ -225,9 +234,7 @@ def show_energy(images, probs, energies, pred_labels=None, titles=None) -> Figur
     """Rows of image / foreground probability / watershed energy inside the predicted mask
     (/ predicted instances), for lists of images, (H, W) maps and label maps."""
     cols = 3 if pred_labels is None else 4
-    fig, axes = plt.subplots(
-        len(images), cols, figsize=(3.3 * cols, 3.0 * len(images)), squeeze=False
-    )
+    fig, axes = _subplots(len(images), cols, figsize=(3.3 * cols, 3.0 * len(images)), squeeze=False)
     vmax = max(float(np.max(e)) for e in energies) or 1.0
     for r, image in enumerate(images):
         axes[r, 0].imshow(_to_hwc(image))
@@ -280,7 +287,7 @@ def plot_confusion_matrix(
         for label, v in (("AP", ap), ("IoU", iou))
         if v is not None
     ]
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         1,
         1 + len(extras),
         figsize=(2.5 + 0.6 * (n + len(extras)), 1.5 + 0.5 * n),
