@@ -129,3 +129,44 @@ def finished_results(run_dir: str | os.PathLike, config: dict) -> dict | None:
             "move it away, pick another run name, or retrain with force"
         )
     return done
+
+
+def restore_training_state(
+    path: str | os.PathLike,
+    config: dict | None,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    ema: Any,
+    loader: Any,
+) -> tuple[dict, int, float | None, int]:
+    """Load a ``*_last.pt`` checkpoint into the training objects for an exact resume.
+
+    Refuses (:class:`CheckpointError`, naming the fields) a ``config`` that differs from the
+    checkpoint's outside :data:`RESUME_SAFE_FIELDS`. Returns ``(history, start_epoch, best,
+    best_epoch)``.
+    """
+    ck = load_checkpoint(path, require=("model", "optimizer", "history", "epoch"))
+    if config is not None:
+        old = ck.get("config") or {}
+        changed = config_changes(old, config)
+        if changed:
+            diffs = ", ".join(f"{k} {old.get(k)!r} -> {config.get(k)!r}" for k in changed)
+            raise CheckpointError(
+                f"cannot resume {path} with a different config ({diffs}); only "
+                f"{sorted(RESUME_SAFE_FIELDS)} may change on resume. Start a new run "
+                "(another --run-name) or drop --resume"
+            )
+    expected = f"this run's {config.get('model') if config else 'model'}"
+    if ema is not None and ck.get("raw_model") is not None:
+        ema.module.load_state_dict(ck["model"])  # the averaged weights
+        ck = {**ck, "model": ck["raw_model"]}
+    load_model_state(model, ck, path, expected)
+    optimizer.load_state_dict(ck["optimizer"])
+    if scheduler is not None and ck.get("scheduler") is not None:
+        scheduler.load_state_dict(ck["scheduler"])
+    if ck.get("scaler"):
+        scaler.load_state_dict(ck["scaler"])
+    _set_rng_state(ck["rng"], loader)
+    return ck["history"], ck["epoch"] + 1, ck.get("best"), ck.get("best_epoch", -1)

@@ -109,7 +109,9 @@ class TrainConfig(RunConfig):
         >>> cfg = dataclasses.replace(cfg, epochs=1)    # a quick variant
     """
 
-    model: str = opt("unet", "model name", choices=SEMANTIC_MODELS)
+    model: str = opt(
+        "unet", "model name", choices=(*SEMANTIC_MODELS, "effnet_lite1_unet", "effnet_lite2_unet")
+    )
     weights: str | None = opt(
         DEFAULT_WEIGHTS, "'default' (the model's own), 'imagenet', 'none', or a local weights file"
     )
@@ -126,6 +128,12 @@ class TrainConfig(RunConfig):
         choices=("inverse", "sqrt", "none"),
     )
     weight_cap: float = opt(10.0, "largest class weight")
+    dice_weight: float = opt(0.0, "weight of a soft Dice term beside the cross-entropy")
+    ema_decay: float | None = opt(
+        None, "keep an exponential moving average of the weights with this decay (e.g. 0.999)"
+    )
+    tta: bool = opt(False, "evaluate with horizontal-flip test-time augmentation")
+    cpu_bf16: bool = opt(False, "bf16 autocast on the CPU (fast on CPUs with AVX512-BF16/AMX)")
     early_stop: int | None = opt(None, "stop after N epochs without improvement")
     select_metric: str = opt(
         "val_map", "best checkpoint on", choices=("val_map", "val_miou", "val_loss")

@@ -21,16 +21,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import (
-    RESUME_SAFE_FIELDS,
-    CheckpointError,
     _rng_state,
-    _set_rng_state,
-    config_changes,
     load_checkpoint,
-    load_model_state,
+    restore_training_state,
     save_checkpoint,
 )
 from .metrics import SegmentationEvaluator, SegmentationResults
+from .optim import make_ema
 from .utils import SegkitError, autocast_context
 
 Criterion = Callable[[Any, Any], torch.Tensor]
@@ -77,6 +74,7 @@ def train_one_epoch(
     log_every: int = 10,
     bar: Any = None,
     where: str = "training",
+    ema: Any = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns ``{"loss": mean training loss}``.
 
@@ -112,6 +110,8 @@ def train_one_epoch(
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         total += loss.detach().float() * len(images)
         seen += len(images)
         if (step + 1) % log_every == 0:
@@ -148,11 +148,12 @@ def evaluate(
     class_names: list[str] | tuple[str, ...] | None = None,
     amp: bool = True,
     channels_last: bool = False,
+    tta: bool = False,
 ) -> tuple[float, SegmentationResults]:
     """The one evaluator: mean loss and :class:`SegmentationResults` (AP both flavours, IoU,
     recall, precision, confusion, pixel accuracy), streamed batch by batch on the model's device
-    (autocast on CUDA; no split-sized score buffer; the model is not moved and its train/eval mode
-    is restored).
+    (autocast when ``amp``; no split-sized score buffer; the model is not moved and its train/eval
+    mode is restored). ``tta``: average the logits of the image and its horizontal mirror.
 
     Raises:
         DivergenceError: when the model outputs NaN or infinity (diverged weights).
@@ -168,6 +169,8 @@ def evaluate(
             targets = to_device(targets, device)  # (N, H, W)
             with autocast_context(device, amp):
                 logits = model(images)  # (N, C, H, W)
+                if tta:
+                    logits = (logits + model(images.flip(-1)).flip(-1)) / 2  # (N, C, H, W)
             logits = logits.float()
             if not bool(torch.isfinite(logits).all()):
                 raise DivergenceError(
@@ -193,6 +196,7 @@ def validate_model(
     *,
     amp: bool = False,
     channels_last: bool = False,
+    tta: bool = False,
 ) -> dict[str, float]:
     """The assignment's ``validate_model``: mean loss over ``loader``; with ``num_classes`` also
     mean AP (course "voc" flavour and sklearn "step"), mIoU and pixel accuracy (via
@@ -201,8 +205,9 @@ def validate_model(
     if not num_classes:
         return {"loss": _loss_only(model, loader, criterion, amp, channels_last)}
     loss, res = evaluate(
-        model, loader, num_classes, criterion=criterion, amp=amp, channels_last=channels_last
-    )
+        model, loader, num_classes, criterion=criterion, amp=amp, channels_last=channels_last,
+        tta=tta,
+    )  # fmt: skip
     return {
         "loss": loss,
         "miou": res.miou,
@@ -268,6 +273,8 @@ def train(
     channels_last: bool = True,
     progress: bool = True,
     name: str = "run",
+    cpu_bf16: bool = False,
+    ema_decay: float | None = None,
     log: Callable[[str], None] | None = None,
 ) -> tuple[nn.Module, dict[str, list]]:
     """Train for ``epochs``; validate each epoch; keep the best-on-val checkpoint; stop early.
@@ -280,7 +287,10 @@ def train(
             ``select_metric`` may be ``"val_map"`` or ``"val_miou"``.
         config: stored in checkpoints; on resume it must equal the checkpoint's except for
             :data:`RESUME_SAFE_FIELDS` (else :class:`CheckpointError` names the fields).
-        amp / channels_last: AMP applies on CUDA only; channels_last helps on CPU and GPU.
+        amp / cpu_bf16: mixed precision on CUDA (``amp``) or bf16 autocast on the CPU
+            (``cpu_bf16``); channels_last helps on CPU and GPU.
+        ema_decay: keep an exponential moving average of the weights (e.g. 0.999), validate,
+            select and save it (the checkpoint's "model"; the raw weights are "raw_model").
         progress: one tqdm bar for the whole run (left behind by nothing).
         name / log: the run's name in messages; ``log`` gets one line per epoch (epoch, losses,
             val AP, minutes left); default ``tqdm.write`` when ``progress``.
@@ -293,8 +303,9 @@ def train(
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    amp = amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+    amp = (amp and device.type == "cuda") or (cpu_bf16 and device.type == "cpu")
+    ema = make_ema(model, ema_decay) if ema_decay else None
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     if plateau and valloader is None:
         raise ValueError("ReduceLROnPlateau steps on the validation loss: pass a valloader")
@@ -307,28 +318,9 @@ def train(
         save_path = Path(save_path)
         last_path = save_path.with_name(save_path.stem + "_last.pt")
     if resume_from is not None:
-        ck = load_checkpoint(resume_from, require=("model", "optimizer", "history", "epoch"))
-        if config is not None:
-            changed = config_changes(ck.get("config") or {}, config)
-            if changed:
-                old = ck.get("config") or {}
-                diffs = ", ".join(f"{k} {old.get(k)!r} -> {config.get(k)!r}" for k in changed)
-                raise CheckpointError(
-                    f"cannot resume {resume_from} with a different config ({diffs}); only "
-                    f"{sorted(RESUME_SAFE_FIELDS)} may change on resume. Start a new run "
-                    "(another --run-name) or drop --resume"
-                )
-        load_model_state(
-            model, ck, resume_from, f"this run's {config.get('model') if config else 'model'}"
+        history, start, best, best_epoch = restore_training_state(
+            resume_from, config, model, optimizer, scheduler, scaler, ema, trainloader
         )
-        optimizer.load_state_dict(ck["optimizer"])
-        if scheduler is not None and ck.get("scheduler") is not None:
-            scheduler.load_state_dict(ck["scheduler"])
-        if ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        history, start = ck["history"], ck["epoch"] + 1
-        best, best_epoch = ck.get("best"), ck.get("best_epoch", -1)
-        _set_rng_state(ck["rng"], trainloader)
         if num_early_stop is not None and start - 1 - best_epoch >= num_early_stop:
             start = epochs  # it had stopped early: resuming does not train on
     steps_per_epoch = len(trainloader)  # type: ignore[arg-type]
@@ -352,6 +344,7 @@ def train(
                 device,
                 scheduler=None if plateau else scheduler,
                 scaler=scaler,
+                ema=ema,
                 amp=amp,
                 channels_last=channels_last,
                 bar=bar,
@@ -365,8 +358,8 @@ def train(
             if valloader is not None:
                 try:
                     val = validate_model(
-                        model, valloader, criterion, None, num_classes, amp=amp,
-                        channels_last=channels_last,
+                        model if ema is None else ema.module, valloader, criterion, None,
+                        num_classes, amp=amp, channels_last=channels_last,
                     )  # fmt: skip
                 except DivergenceError as e:
                     lr = optimizer.param_groups[0]["lr"]
@@ -387,7 +380,8 @@ def train(
             if improved:
                 best, best_epoch = row[metric], epoch
             state = dict(
-                model=model.state_dict(),
+                model=(model if ema is None else ema.module).state_dict(),
+                raw_model=None if ema is None else model.state_dict(),
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict() if scheduler is not None else None,
                 scaler=scaler.state_dict(),

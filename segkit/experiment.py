@@ -24,7 +24,7 @@ from .checkpoint import (
 from .config import TrainConfig, model_label
 from .data import Augment, SegmentationDataset, make_loader, split_label_counts
 from .engine import evaluate, train
-from .losses import class_weights, cross_entropy_criterion
+from .losses import class_weights, segmentation_loss
 from .metrics import SegmentationResults, segmentation_eval
 from .models import create_model
 from .optim import build_optimizer
@@ -34,11 +34,16 @@ PREVIEW_IDS = (0, 10, 20, 30, 40)  # the fixed test images shown in every run's 
 
 
 def evaluate_split(
-    model: torch.nn.Module, dataset: SegmentationDataset, batch_size: int = 8, amp: bool = True
+    model: torch.nn.Module,
+    dataset: SegmentationDataset,
+    batch_size: int = 8,
+    amp: bool = True,
+    tta: bool = False,
 ) -> SegmentationResults:
     """:func:`segkit.engine.evaluate` of ``model`` (on its own device) over a whole split."""
     loader = make_loader(dataset, batch_size, shuffle=False)
-    return evaluate(model, loader, len(dataset.classes), class_names=dataset.classes, amp=amp)[1]
+    names = dataset.classes
+    return evaluate(model, loader, len(names), class_names=names, amp=amp, tta=tta)[1]
 
 
 def save_run_figures(
@@ -118,7 +123,7 @@ def run_experiment(
         weights = class_weights(
             counts, cap=cfg.weight_cap, power=0.5 if sqrt else 1.0, cap_first=sqrt
         ).to(device)
-    criterion = partial(cross_entropy_criterion, weights=weights)
+    criterion = partial(segmentation_loss, weights=weights, dice_weight=cfg.dice_weight)
     optimizer, scheduler = build_optimizer(cfg, model, cfg.epochs * len(train_loader))
     model, history = train(
         model,
@@ -139,8 +144,10 @@ def run_experiment(
         progress=progress,
         resume_from=run_dir / "checkpoint_last.pt" if resume else None,
         name=cfg.name,
+        cpu_bf16=cfg.cpu_bf16,
+        ema_decay=cfg.ema_decay,
     )
-    results = evaluate_split(model, val_set, cfg.batch_size, cfg.amp)
+    results = evaluate_split(model, val_set, cfg.batch_size, cfg.amp, cfg.tta)
     out = {
         "run": cfg.name,
         "split": "val",
@@ -189,7 +196,7 @@ def evaluate_run(
     dev = get_device(device)
     model, cfg = load_run_model(run_dir, dev)
     dataset = SegmentationDataset(split, data_dir or cfg.data_dir, limit=limit)
-    results = evaluate_split(model, dataset, cfg.batch_size, cfg.amp)
+    results = evaluate_split(model, dataset, cfg.batch_size, cfg.amp, cfg.tta)
     out = {
         "run": cfg.name,
         "split": split,

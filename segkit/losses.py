@@ -1,9 +1,11 @@
-"""Weighted cross-entropy written out (assignment Q4) and class weights from label frequencies."""
+"""Losses: weighted cross-entropy written out (Q4), class weights, Dice, the DWT instance loss."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .constants import IGNORE_INDEX
 
 
 def cross_entropy_criterion(
@@ -75,6 +77,38 @@ def class_weights(
     if not cap_first and cap is not None:
         w = w.clamp(max=cap)
     return w.float()
+
+
+def dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX, eps: float = 1.0
+) -> torch.Tensor:
+    """Soft multi-class Dice loss, ``1 - mean_c (2 |P_c T_c| + eps) / (|P_c| + |T_c| + eps)``
+    over the batch, classes present in the target or the prediction; ignored pixels count nowhere.
+
+    Shape: logits (N, C, H, W) float; target (N, H, W) int. Returns a scalar.
+    """
+    num_classes = logits.shape[1]
+    valid = (target != ignore_index).unsqueeze(1)  # (N, 1, H, W)
+    probs = logits.float().softmax(dim=1) * valid  # (N, C, H, W)
+    onehot = F.one_hot(torch.where(valid[:, 0], target, 0), num_classes)  # (N, H, W, C)
+    onehot = onehot.permute(0, 3, 1, 2).float() * valid  # (N, C, H, W)
+    inter = (probs * onehot).sum((0, 2, 3))  # (C,)
+    total = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))  # (C,)
+    dice = (2 * inter + eps) / (total + eps)  # (C,)
+    return 1 - dice.mean()
+
+
+def segmentation_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    dice_weight: float = 0.0,
+) -> torch.Tensor:
+    """The semantic runs' criterion: weighted cross-entropy (Q4) plus ``dice_weight`` x Dice."""
+    loss = cross_entropy_criterion(logits, target, weights)
+    if dice_weight:
+        loss = loss + dice_weight * dice_loss(logits, target)
+    return loss
 
 
 # ------------------------------------------------------------------ DWT (instance) losses

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .config import InstanceConfig, TrainConfig
 
@@ -34,3 +35,9 @@ def build_optimizer(cfg: TrainConfig | InstanceConfig, model: torch.nn.Module, s
     else:
         raise ValueError(f"unknown scheduler {cfg.scheduler!r}; choose cosine, plateau or none")
     return opt, sched
+
+
+def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights and BatchNorm buffers, updated with
+    ``ema.update_parameters(model)`` after every optimiser step; evaluate ``ema.module``."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)

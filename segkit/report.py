@@ -258,10 +258,18 @@ def table_instance(results: dict) -> str:
         ]
     ]
     ref = inst.get("reference")
+    note = ""
     if ref:
+        note = (
+            " The last row is the number "
+            + _tex_escape(ref.get("model", "the reference"))
+            + " reports"
+            + (" (" + _tex_escape(ref["note"]) + ")" if ref.get("note") else "")
+            + ", not a run of ours."
+        )
         rows.append(
             [
-                _tex_escape(ref.get("model", "reference")) + " (reported, not run here)",
+                _tex_escape(ref.get("model", "reference")) + " (reported)",
                 fmt(ref["mask_ap"]),
                 "--",
                 "--",
@@ -272,9 +280,8 @@ def table_instance(results: dict) -> str:
         ["Method", "AP", "AP50", "AP75", "best-match IoU"],
         rows,
         _NAME_COL + "rrrr",
-        "Bonus: Penn-Fudan instance segmentation, test split, COCO-style mask "
-        "AP@[.5:.95]. The Mask R-CNN row is the number torchvision's tutorial reports "
-        "on its own random 50-image split, not a run of ours.",
+        "Bonus: Penn-Fudan instance segmentation, test split, COCO-style mask AP@[.5:.95]; "
+        "best-match IoU: mean over ground-truth people of the best predicted mask's IoU." + note,
         "tab:instance",
         wide=True,
     )
@@ -386,7 +393,7 @@ def numbers_macros(results: dict) -> str:
     macro("WeightCap", shared("weight_cap"))
     macro("WarmupSteps", shared("warmup_steps", str))
     macro("FlipP", shared("flip_p"))
-    macro("CropScaleMin", shared("aug_scale", lambda s: "--" if s is None else _num(s[0])))
+    macro("CropScale", shared("aug_scale", lambda s: "none" if s is None else f"({_num(s[0])}, {_num(s[1])})"))
     macro("ClassWeighting", shared("class_weighting", str))
 
     # class shares of the val pixels (rows of the baseline's val confusion matrix)
@@ -417,8 +424,9 @@ def numbers_macros(results: dict) -> str:
         hard = sorted((b, n) for b, n in zip(best, names) if b is not None)[:2]
         macro(
             "HardClasses",
-            _join([f"{n} (best test AP {fmt(b)})" for b, n in hard]),
-        )
+            _join([f"{n} ({'best test AP ' if i == 0 else ''}{fmt(b)})"
+                   for i, (b, n) in enumerate(hard)]),
+        )  # fmt: skip
     for split in ("val", "test"):
         ranked = [(r[split]["mean_ap"], k) for k, r in models.items() if r and r.get(split)]
         if ranked:

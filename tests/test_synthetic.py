@@ -130,6 +130,18 @@ def test_pennfudan_small(tmp_path: Path) -> None:
 def test_entry_point_refuses_a_real_folder(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "sbd").mkdir()  # no SYNTHETIC marker: must not be touched
     monkeypatch.setattr(sys, "argv", ["segkit.synthetic", str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "segkit.synthetic")  # run it afresh as __main__
     with pytest.raises(FileExistsError):
         runpy.run_module("segkit.synthetic", run_name="__main__")
     assert not any((tmp_path / "sbd").iterdir())
+
+
+# ------------------------------------------------------------------------- conftest fixtures
+def test_data_root_is_real_or_synthetic(data_root: Path, synthetic_root: Path) -> None:
+    """``data_root`` always holds both layouts; ``SEGKIT_TEST_NO_DATA=1`` makes it synthetic."""
+    from segkit.data import SegmentationDataset
+
+    assert (data_root / "PennFudanPed" / "PedMasks").is_dir()
+    assert len(SegmentationDataset("val", data_dir=data_root, limit=2, progress=False)) == 2
+    synthetic = (data_root / "sbd" / MARKER).is_file()
+    assert synthetic == (data_root == synthetic_root)

@@ -49,6 +49,16 @@ def effnet_unet(num_classes: int = 9, weights: str | None = "imagenet", **kw) ->
     return EffNetUNet(num_classes, weights=weights, **kw)
 
 
+@register_model
+def effnet_lite1_unet(num_classes: int = 9, weights: str | None = "imagenet", **kw) -> nn.Module:
+    return EffNetUNet(num_classes, weights=weights, variant=1, **kw)
+
+
+@register_model
+def effnet_lite2_unet(num_classes: int = 9, weights: str | None = "imagenet", **kw) -> nn.Module:
+    return EffNetUNet(num_classes, weights=weights, variant=2, **kw)
+
+
 register_model(instance_unet)  # Penn-Fudan two-head UNet: 1 semantic + (num_classes - 1) levels
 
 

