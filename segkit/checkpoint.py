@@ -159,8 +159,8 @@ def restore_training_state(
                 "(another --run-name) or drop --resume"
             )
     expected = f"this run's {config.get('model') if config else 'model'}"
-    if ema is not None and ck.get("raw_model") is not None:
-        ema.module.load_state_dict(ck["model"])  # the averaged weights
+    if ema is not None and ck.get("ema") is not None:
+        ema.load_state_dict(ck["ema"])  # the averaged weights and how many were averaged
         ck = {**ck, "model": ck["raw_model"]}
     load_model_state(model, ck, path, expected)
     optimizer.load_state_dict(ck["optimizer"])

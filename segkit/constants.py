@@ -12,6 +12,7 @@ NUM_CLASSES = len(CLASSES)
 IMAGE_SIZE = (224, 288)  # (H, W) of every Stanford Background image in the course layout
 IGNORE_INDEX = 255  # label of pixels that count nowhere (void, padding)
 SPLITS = ("train", "val", "test")
+SYNTHETIC_MARKER = "SYNTHETIC"  # a file marking a generated (not course) dataset folder
 SPLIT_SIZES = {"train": 572, "val": 72, "test": 71}  # the course split of Stanford Background
 
 # The course palette (RGB, one row per class in CLASSES order), used by every figure and by

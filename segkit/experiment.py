@@ -8,9 +8,9 @@ import os
 from functools import partial
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from . import viz
 from .baseline import simple_predict, simple_train
@@ -39,11 +39,14 @@ def evaluate_split(
     batch_size: int = 8,
     amp: bool = True,
     tta: bool = False,
+    cpu_bf16: bool = False,
 ) -> SegmentationResults:
     """:func:`segkit.engine.evaluate` of ``model`` (on its own device) over a whole split."""
     loader = make_loader(dataset, batch_size, shuffle=False)
     names = dataset.classes
-    return evaluate(model, loader, len(names), class_names=names, amp=amp, tta=tta)[1]
+    return evaluate(
+        model, loader, len(names), class_names=names, amp=amp, tta=tta, cpu_bf16=cpu_bf16
+    )[1]
 
 
 def save_run_figures(
@@ -71,7 +74,6 @@ def save_run_figures(
     paths = []
     for name, fig in figs.items():
         fig.savefig(run_dir / name, dpi=120, bbox_inches="tight")
-        plt.close(fig)
         paths.append(run_dir / name)
     return paths
 
@@ -147,7 +149,7 @@ def run_experiment(
         cpu_bf16=cfg.cpu_bf16,
         ema_decay=cfg.ema_decay,
     )
-    results = evaluate_split(model, val_set, cfg.batch_size, cfg.amp, cfg.tta)
+    results = evaluate_split(model, val_set, cfg.batch_size, cfg.amp, cfg.tta, cfg.cpu_bf16)
     out = {
         "run": cfg.name,
         "split": "val",
@@ -196,7 +198,7 @@ def evaluate_run(
     dev = get_device(device)
     model, cfg = load_run_model(run_dir, dev)
     dataset = SegmentationDataset(split, data_dir or cfg.data_dir, limit=limit)
-    results = evaluate_split(model, dataset, cfg.batch_size, cfg.amp, cfg.tta)
+    results = evaluate_split(model, dataset, cfg.batch_size, cfg.amp, cfg.tta, cfg.cpu_bf16)
     out = {
         "run": cfg.name,
         "split": split,
@@ -233,6 +235,22 @@ def run_baseline(
     if out is not None:
         write_json(res, Path(out) / f"results_{split}.json")
     return res
+
+
+def baseline_predictions_figure(
+    data_dir: str | None = None, split: str = "test", limit: int | None = None
+) -> Figure:
+    """Image / ground truth / the baseline's prediction (the arg-max of the per-pixel class
+    frequencies of train, the same map for every image) for the fixed preview images."""
+    train_set = SegmentationDataset("train", data_dir, limit=limit, progress=False)
+    freq = simple_train(len(train_set.classes), make_loader(train_set, 32, shuffle=False))
+    dataset = SegmentationDataset(split, data_dir, preload=False)
+    ids = [i for i in PREVIEW_IDS if i < len(dataset)]
+    pairs = [dataset[i] for i in ids]
+    pred = freq.argmax(0)  # (H, W): one prediction for every image
+    return viz.show_segmentations(
+        [p[0] for p in pairs], [p[1] for p in pairs], [pred] * len(pairs), dataset.classes
+    )
 
 
 def results_table(runs: dict[str, dict]) -> str:

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -194,7 +193,6 @@ def save_instance_figures(
     paths = []
     for name, fig in figs.items():
         fig.savefig(run_dir / name, dpi=100, bbox_inches="tight")
-        plt.close(fig)
         paths.append(run_dir / name)
     return paths
 
@@ -279,7 +277,6 @@ def train_instance(
     if figures:
         fig = viz.plot_history(history)
         fig.savefig(run_dir / "loss_curve.png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
         save_instance_figures(run_dir, "val", val_set, maps, preds)
     return out
 

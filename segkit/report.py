@@ -24,7 +24,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from .config import MODEL_TABLE, SEMANTIC_MODELS
+from .config import DEFAULT_WEIGHTS, MODEL_TABLE, SEMANTIC_MODELS
 from .config import model_label as _config_label
 
 MODEL_ORDER = SEMANTIC_MODELS
@@ -57,8 +57,15 @@ def fmt(x: float | None, digits: int = 3) -> str:
 
 
 def _tex_escape(s: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
-                 ("#", r"\#"), ("$", r"\$")):  # fmt: skip
+    specials = {
+        "\\": r"\textbackslash{}",
+        "_": r"\_",
+        "%": r"\%",
+        "&": r"\&",
+        "#": r"\#",
+        "$": r"\$",
+    }
+    for a, b in specials.items():
         s = s.replace(a, b)
     return s
 
@@ -107,8 +114,15 @@ def _tabular(
 
 
 def _init(entry: dict) -> str:
-    """How a run's encoder started, from its config: scratch, ImageNet or a local file."""
-    weights = (entry.get("config") or {}).get("weights")
+    """How a run's encoder started, from its config: scratch, ImageNet or a local file.
+
+    ``weights="default"`` is the model's own default: ImageNet for the EfficientNet UNets
+    (``effnet_*``), none for every other model (see ``segkit.config.DEFAULT_WEIGHTS``).
+    """
+    cfg = entry.get("config") or {}
+    weights = cfg.get("weights")
+    if weights == DEFAULT_WEIGHTS:
+        weights = "imagenet" if str(cfg.get("model", "")).startswith("effnet") else None
     if weights in (None, "none"):
         return "scratch"
     return "ImageNet" if weights == "imagenet" else "local weights"
@@ -167,7 +181,7 @@ def table_models(results: dict) -> str:
 
 
 def table_per_class(results: dict, metric: str = "ap", split: str = "test") -> str:
-    """Per-class ``metric`` ("ap" or "iou") on ``split``: one row per model, one column per class."""
+    """Per-class ``metric`` ("ap" or "iou") on ``split``: a row per model, a column per class."""
     names = results["class_names"]
     key, mean_key, label = {"ap": ("ap", "mean_ap", "AP"), "iou": ("iou", "miou", "IoU")}[metric]
     rows = []
@@ -329,7 +343,9 @@ def _per_class(results: dict, name: str, split: str = "test", key: str = "ap") -
 
 def _class_gains(a: list, b: list, names: list[str]) -> list[tuple[float, str]]:
     """(a - b, class) for every class both have, largest gain first."""
-    gains = [(x - y, n) for x, y, n in zip(a, b, names) if x is not None and y is not None]
+    gains = [
+        (x - y, n) for x, y, n in zip(a, b, names, strict=False) if x is not None and y is not None
+    ]
     return sorted(gains, reverse=True)
 
 
@@ -365,20 +381,21 @@ def numbers_macros(results: dict) -> str:
             macro(f"{name}{s}APstep", fmt(m["mean_ap_step"]))
             macro(f"{name}{s}IoU", fmt(m["miou"]))
             macro(f"{name}{s}Acc", fmt(m["pixel_acc"]))
-        if r.get("train_seconds"):
-            macro(f"{name}Minutes", fmt(r["train_seconds"] / 60, 0))
-            macro(f"{name}Epochs", str(r["epochs"]))
-            macro(f"{name}EpochMinutes", fmt(r["train_seconds"] / 60 / r["epochs"], 1))
-        if key != "baseline":
+        if key != "baseline":  # always defined (a dash when missing): main.tex quotes them
+            seconds, epochs = r.get("train_seconds"), r.get("epochs")
+            macro(f"{name}Minutes", fmt(seconds / 60, 0) if seconds else "--")
+            macro(f"{name}Epochs", str(epochs) if epochs is not None else "--")
+            per_epoch = seconds / 60 / epochs if seconds and epochs else None
+            macro(f"{name}EpochMinutes", fmt(per_epoch, 1))
             macro(f"{name}Init", _init(r))
-        if r.get("best_epoch") is not None:
-            macro(f"{name}BestEpoch", str(r["best_epoch"]))
-            trend = (
-                "still improving at its last epoch"
-                if r["best_epoch"] >= r["epochs"]
-                else f"best at epoch {r['best_epoch']} of {r['epochs']}"
-            )
-            macro(f"{name}Trend", trend)
+            best = r.get("best_epoch")
+            macro(f"{name}BestEpoch", str(best) if best is not None else "--")
+    # defined only when every ResNet run's best val epoch was its last (still improving)
+    resnets = [models.get(k) for k in ("resnet18", "resnet18_unet") if models.get(k)]
+    if resnets and all(
+        r.get("best_epoch") is not None and r["best_epoch"] >= r["epochs"] for r in resnets
+    ):
+        macro("ResNetsStillImproving", "")
 
     # the recipe shared by the semantic runs (distinct values joined if they ever differ)
     configs = [r.get("config") or {} for r in models.values() if r]
@@ -393,14 +410,17 @@ def numbers_macros(results: dict) -> str:
     macro("WeightCap", shared("weight_cap"))
     macro("WarmupSteps", shared("warmup_steps", str))
     macro("FlipP", shared("flip_p"))
-    macro("CropScale", shared("aug_scale", lambda s: "none" if s is None else f"({_num(s[0])}, {_num(s[1])})"))
+    macro(
+        "CropScale",
+        shared("aug_scale", lambda s: "none" if s is None else f"({_num(s[0])}, {_num(s[1])})"),
+    )
     macro("ClassWeighting", shared("class_weighting", str))
 
     # class shares of the val pixels (rows of the baseline's val confusion matrix)
     conf = ((results.get("baseline") or {}).get("val") or {}).get("confusion")
     if conf and names:
         total = sum(sum(row) for row in conf)
-        for n, row in zip(names, conf):
+        for n, row in zip(names, conf, strict=True):
             macro(f"ValShare{_macro_word(n)}", fmt(100 * sum(row) / total, 1))
 
     # per-class comparisons quoted in the prose, computed here so they follow the numbers
@@ -412,26 +432,25 @@ def numbers_macros(results: dict) -> str:
     if "effnet_unet" in models and scratch and names:
         best_scratch = [
             max((v for v in col if v is not None), default=None)
-            for col in zip(*(_per_class(results, k) for k in scratch))
+            for col in zip(*(_per_class(results, k) for k in scratch), strict=False)
         ]
         gains = _class_gains(_per_class(results, "effnet_unet"), best_scratch, names)
         macro("EffNetGainClasses", _join([n for g, n in gains[:4] if g > 0] or ["none"]))
     if models and names:
         best = [
             max((v for v in col if v is not None), default=None)
-            for col in zip(*(_per_class(results, k) for k in models))
+            for col in zip(*(_per_class(results, k) for k in models), strict=False)
         ]
-        hard = sorted((b, n) for b, n in zip(best, names) if b is not None)[:2]
-        macro(
-            "HardClasses",
-            _join([f"{n} ({'best test AP ' if i == 0 else ''}{fmt(b)})"
-                   for i, (b, n) in enumerate(hard)]),
-        )  # fmt: skip
+        hard = sorted((b, n) for b, n in zip(best, names, strict=False) if b is not None)[:2]
+        shown = [
+            f"{n} ({'best test AP ' if i == 0 else ''}{fmt(b)})" for i, (b, n) in enumerate(hard)
+        ]
+        macro("HardClasses", _join(shown))
     for split in ("val", "test"):
         ranked = [(r[split]["mean_ap"], k) for k, r in models.items() if r and r.get(split)]
         if ranked:
-            macro(f"Best{split.capitalize()}Model", _tex_escape(MODEL_LABELS.get(
-                max(ranked)[1], max(ranked)[1])))  # fmt: skip
+            best_key = max(ranked)[1]
+            macro(f"Best{split.capitalize()}Model", _tex_escape(_config_label(best_key)))
 
     aug = results.get("augmentation") or []
     macro("TotalTrainMinutes", fmt(total_train_minutes(results), 0))

@@ -14,7 +14,6 @@ import shutil
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -22,7 +21,13 @@ from . import viz
 from .checkpoint import finished_results
 from .config import QUICK_INSTANCE, QUICK_SEMANTIC, SEMANTIC_MODELS, InstanceConfig, recipe
 from .data import SegmentationDataset
-from .experiment import evaluate_run, run_baseline, run_experiment, save_run_figures
+from .experiment import (
+    baseline_predictions_figure,
+    evaluate_run,
+    run_baseline,
+    run_experiment,
+    save_run_figures,
+)
 from .instance import evaluate_instance_run, train_instance
 from .report import update_readme, write_tables
 from .study import AUGMENT_EPOCHS, AUGMENT_MODEL, AUGMENT_SETTINGS, augmentation_study
@@ -105,6 +110,13 @@ def reproduce(
                 iou=base["val"]["iou"],
             )
             fig.savefig(out_dir / "fig_baseline_confusion.png", dpi=130, bbox_inches="tight")
+            limit = QUICK_BASELINE_LIMIT if quick else None
+            fig = baseline_predictions_figure(data_dir, "test", limit)
+            fig.savefig(out_dir / "fig_baseline_predictions.png", dpi=110, bbox_inches="tight")
+            _copy(
+                out_dir / "fig_baseline_predictions.png", out_dir / "fig_baseline_predictions.jpg"
+            )
+            (out_dir / "fig_baseline_predictions.png").unlink()
         elif step == "augmentation":
             cfg = recipe(AUGMENT_MODEL, **{"epochs": AUGMENT_EPOCHS, **common})
             results["augmentation"] = augmentation_study(cfg, force=force, progress=False)
@@ -144,7 +156,6 @@ def reproduce(
                 "val": val["metrics"],
                 "test": test["metrics"],
             }
-        plt.close("all")
     results["reproduce_wall_minutes"] = (time.perf_counter() - t0) / 60
     tqdm.write(f"reproduce: {results['reproduce_wall_minutes']:.1f} min wall ({hardware()})")
     write_json(results, out_dir / "results.json")

@@ -18,7 +18,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .archives import ChecksumError, check_sha256, download, safe_extract, sha256_file
-from .constants import SPLITS
+from .constants import SPLITS, SYNTHETIC_MARKER
 from .utils import data_root, find_dataset_dir
 
 
@@ -94,9 +94,6 @@ def load_checksums(name: str) -> dict[str, str]:
 def load_sbd_splits() -> dict[str, list[str]]:
     """Course split membership: {"train": [original ids in img_NNNN order], "val": [...], ...}."""
     return json.loads(_resource("sbd_splits.json"))
-
-
-SYNTHETIC_MARKER = "SYNTHETIC"  # written by segkit.synthetic: not the course data, sizes differ
 
 
 def course_stems(split: str) -> list[str]:

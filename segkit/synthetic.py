@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .constants import CLASSES, IMAGE_SIZE, PALETTE, SPLITS
+from .constants import CLASSES, IMAGE_SIZE, PALETTE, SPLITS, SYNTHETIC_MARKER
 
-MARKER = "SYNTHETIC"  # beside sbd/classes.txt and in PennFudanPed/; segkit.sources reads it
+MARKER = SYNTHETIC_MARKER  # beside sbd/classes.txt and in PennFudanPed/; segkit.sources reads it
 MARKER_TEXT = (
     "Synthetic data written by segkit.synthetic (not the real dataset): split sizes and image "
     "ids differ from the course lists, so loaders skip that check here.\n"
@@ -176,15 +176,16 @@ def draw_pedestrians(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     ids = lut[ids]  # (H, W) uint8
 
     gray = rng.uniform(90, 170) + rng.normal(0.0, 8.0, 3)  # low-saturation street
-    colors = np.broadcast_to(gray * np.linspace(1.15, 0.85, h)[:, None, None], (h, w, 3)).copy()
+    shade = np.linspace(1.15, 0.85, h, dtype=np.float32)[:, None, None]  # lighting gradient
+    colors = np.broadcast_to(gray.astype(np.float32) * shade, (h, w, 3)).copy()  # (H, W, 3)
     for _ in range(int(rng.integers(2, 6))):  # walls, windows, cars: grey-ish blocks
         x0, y0 = int(rng.integers(0, w - 30)), int(rng.integers(0, h - 30))
         x1, y1 = x0 + int(rng.integers(20, 120)), y0 + int(rng.integers(20, 120))
         colors[y0:y1, x0:x1] = rng.uniform(60, 200) + rng.normal(0.0, 10.0, 3)
+    rows = np.arange(h)[:, None]
     for k in range(1, len(kept) + 1):
-        x, foot, height = people[kept[k - 1] - 1]
+        _, foot, height = people[kept[k - 1] - 1]
         mask = ids == k
-        rows = np.arange(h)[:, None]
         clothes = rng.choice([rng.uniform(0, 80, 3), rng.uniform(120, 255, 3)])
         colors[mask] = clothes
         legs = mask & (rows > foot - 0.45 * height)

@@ -50,13 +50,15 @@ def seed_worker(worker_id: int) -> None:
     random.seed(s)
 
 
-def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """Mixed precision when ``enabled``: on CUDA bf16 when supported, else fp16; on the CPU
-    bf16 (worth it on CPUs with native bf16, e.g. AVX512-BF16/AMX); a no-op elsewhere."""
+def autocast_context(
+    device: torch.device, enabled: bool, cpu_bf16: bool = False
+) -> contextlib.AbstractContextManager:
+    """Mixed precision: on CUDA when ``enabled`` (bf16 when supported, else fp16); on the CPU
+    only with ``cpu_bf16`` (bf16, fast on CPUs with AVX512-BF16/AMX); otherwise a no-op."""
     if enabled and device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast(device_type="cuda", dtype=dtype)
-    if enabled and device.type == "cpu":
+    if cpu_bf16 and device.type == "cpu":
         return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -57,3 +57,18 @@ def data_root(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture
 def device() -> torch.device:
     return torch.device(os.environ.get("SEGKIT_TEST_DEVICE", "cpu"))
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> Path:
+    """ONE ``segkit reproduce --quick`` per test session, shared by the reproduce, report and
+    notebook tests, on the small synthetic data (the same with or without the real data, and
+    fast): ``<tmp>/runs`` holds the quick run folders, ``<tmp>/runs/generated`` the tables,
+    figures and results.json."""
+    from segkit.cli import main
+
+    runs = tmp_path_factory.mktemp("quick") / "runs"
+    argv = ["reproduce", "--quick", "--device", "cpu", "--data-dir", str(synthetic_root),
+            "--runs", str(runs), "--out", str(runs / "generated")]  # fmt: skip
+    assert main(argv) == 0
+    return runs

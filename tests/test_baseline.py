@@ -28,11 +28,11 @@ def test_predict_shapes():
     np.testing.assert_allclose(preds[3], freq.numpy())
 
 
-def test_real_val_baseline_matches_the_course(data_root):
+def test_real_val_baseline_matches_the_course(real_data):
     """The course's per-pixel baseline on the real val split: mean AP about 0.24-0.25."""
     from segkit.experiment import run_baseline
 
-    m = run_baseline(str(data_root), "val")["metrics"]
+    m = run_baseline(str(real_data), "val")["metrics"]
     assert 0.24 <= m["mean_ap"] <= 0.26  # course "voc" AP (write-up: 0.24)
     assert abs(m["mean_ap_step"] - m["mean_ap"]) < 0.01
     assert 0.13 < m["miou"] < 0.16 and 0.40 < m["pixel_acc"] < 0.46

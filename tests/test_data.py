@@ -26,12 +26,12 @@ def _fake_sbd(root, n=3, size=(224, 288)):
     return root
 
 
-def test_real_splits(data_root):
+def test_real_splits(real_data):
     sizes = {
-        s: len(SegmentationDataset(s, data_root, preload=False)) for s in ("train", "val", "test")
+        s: len(SegmentationDataset(s, real_data, preload=False)) for s in ("train", "val", "test")
     }
     assert sizes == {"train": 572, "val": 72, "test": 71}
-    ds = SegmentationDataset("val", data_root, limit=4)
+    ds = SegmentationDataset("val", real_data, limit=4)
     image, mask = ds[0]
     assert image.shape == (3, 224, 288) and image.dtype == torch.float32
     assert 0 <= image.min() and image.max() <= 1

@@ -251,20 +251,63 @@ def test_validate_model_metrics_and_mode(tmp_path):
     assert 0 <= out["pixel_acc"] <= 1 and 0 <= out["map"] <= 1
 
 
-def test_overfits_a_real_batch_to_near_zero_loss(data_root):
+def test_overfits_a_dataset_batch_to_near_zero_loss(data_root):
     from segkit.data import SegmentationDataset
 
     ds = SegmentationDataset("val", data_root, limit=2)
-    # a 64x96 window of two real images keeps the test fast; it holds 4 classes
+    # a 64x96 window of two images keeps the test fast; it holds at least 3 classes
     images = torch.stack([ds[i][0] for i in range(2)])[:, :, 96:160, 96:192]  # (2, 3, 64, 96)
     masks = torch.stack([ds[i][1] for i in range(2)])[:, 96:160, 96:192]  # (2, 64, 96)
     assert len(masks.unique()) >= 3
     torch.manual_seed(0)
     model = create_model("unet", num_classes=9, width=0.5)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
+    for _ in range(200):  # ~12 s on 2 cores; real data ends near 0.014, synthetic near 0.05
         loss = cross_entropy_criterion(model(images), masks)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert loss.item() < 0.05
+    assert loss.item() < 0.07
+
+
+def test_flip_tta_averages_the_mirrored_prediction():
+    model, _, _ = _setup()
+    model.eval()
+    data = _synthetic(4, seed=5)
+    loader = make_loader(data, 4, shuffle=False)
+    _, plain = evaluate(model, loader, 4)
+    _, tta = evaluate(model, loader, 4, tta=True)
+    x = data.tensors[0]
+    with torch.no_grad():
+        avg = (model(x) + model(x.flip(-1)).flip(-1)) / 2  # (4, 4, H, W)
+    ref = segmentation_eval(avg.softmax(1), data.tensors[1], 4)
+    np.testing.assert_allclose(tta.ap, ref.ap, rtol=1e-6)
+    assert not np.allclose(tta.ap, plain.ap)  # it did change something
+
+
+def test_ema_weights_are_validated_saved_and_resumed(tmp_path):
+    model, opt, loader = _setup()
+    kw = dict(save_path=tmp_path / "ck.pt", progress=False, ema_decay=0.5,
+              valloader=make_loader(_synthetic(4, seed=1), 4, shuffle=False))  # fmt: skip
+    _, full = train(
+        model, opt, cross_entropy_criterion, loader, torch.device("cpu"), epochs=2, **kw
+    )
+    ck = load_checkpoint(tmp_path / "ck_last.pt")
+    assert ck["raw_model"] is not None
+    assert any(not torch.equal(ck["model"][k], ck["raw_model"][k]) for k in ck["model"])
+    # resume from epoch 1 continues exactly, EMA included
+    model2, opt2, loader2 = _setup()
+    train(model2, opt2, cross_entropy_criterion, loader2, torch.device("cpu"), epochs=1,
+          **{**kw, "save_path": tmp_path / "b.pt"})  # fmt: skip
+    model2, opt2, loader2 = _setup()
+    _, resumed = train(model2, opt2, cross_entropy_criterion, loader2, torch.device("cpu"),
+                       epochs=2, resume_from=tmp_path / "b_last.pt",
+                       **{**kw, "save_path": tmp_path / "b.pt"})  # fmt: skip
+    assert resumed["val_loss"] == pytest.approx(full["val_loss"], rel=1e-6)
+
+
+def test_cpu_bf16_autocast_trains_and_evaluates():
+    model, opt, loader = _setup()
+    _, hist = train(model, opt, cross_entropy_criterion, loader, torch.device("cpu"), epochs=1,
+                    valloader=loader, num_classes=4, progress=False, cpu_bf16=True)  # fmt: skip
+    assert np.isfinite(hist["train_loss"][0]) and 0 <= hist["val_map"][0] <= 1

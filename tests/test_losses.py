@@ -44,3 +44,33 @@ def test_class_weights_inverse_frequency():
     assert torch.isclose(w[[0, 1, 3]].mean(), torch.tensor(1.0))  # mean 1 over present classes
     assert torch.isclose(w[1] / w[0], torch.tensor(1000.0))
     assert class_weights(torch.tensor([1000, 1, 0, 1000]), cap=2.0)[1] == 2.0
+
+
+def test_class_weight_policies_hand_computed():
+    from segkit.losses import class_weights
+
+    counts = torch.tensor([600, 300, 100, 0])  # frequencies 0.6, 0.3, 0.1 and an absent class
+    inv = torch.tensor([1 / 0.6, 1 / 0.3, 1 / 0.1]) / 4  # total / (C * count)
+    # "inverse": mean 1 over present classes, then the cap
+    w = class_weights(counts, cap=1.5)
+    expect = (inv / inv.mean()).clamp(max=1.5)
+    torch.testing.assert_close(w[:3], expect.float())
+    assert w[3] == 0
+    # "sqrt": square root, the cap first, then mean 1 (so the mean stays exactly 1)
+    w = class_weights(counts, cap=0.8, power=0.5, cap_first=True)
+    s = inv.sqrt().clamp(max=0.8)
+    torch.testing.assert_close(w[:3], (s / s.mean()).float())
+    assert w[:3].mean().item() == pytest.approx(1.0)
+
+
+def test_dice_loss_hand_computed_and_ignores_void():
+    from segkit.losses import dice_loss
+
+    logits = torch.tensor([[[[10.0, -10.0]], [[-10.0, 10.0]]]])  # (1, 2, 1, 2): predicts 0, 1
+    target = torch.tensor([[[0, 1]]])
+    assert dice_loss(logits, target, eps=0.0).item() == pytest.approx(0.0, abs=1e-6)
+    wrong = torch.tensor([[[1, 0]]])
+    assert dice_loss(logits, wrong, eps=0.0).item() == pytest.approx(1.0, abs=1e-6)
+    void = torch.tensor([[[0, 255]]])  # the second pixel counts nowhere
+    # class 0: P=(1,0) T=(1,0) -> dice 1; class 1: P=0, T=0 -> (0+1)/(0+1) = 1 with eps=1
+    assert dice_loss(logits, void, eps=1.0).item() == pytest.approx(0.0, abs=1e-4)

@@ -78,9 +78,9 @@ def test_resnet_imagenet_offline_error_says_how(monkeypatch, tmp_path):
 
 
 def test_effnet_loads_shipped_imagenet_weights():
-    from segkit.models.pretrained import _load_local, effnet_lite0_imagenet_path
+    from segkit.models.pretrained import _load_local, effnet_lite_imagenet_path
 
-    path = effnet_lite0_imagenet_path()
+    path = effnet_lite_imagenet_path(0)
     state = _load_local(path)
     enc = EffNetLite0Encoder(weights="imagenet")
     assert torch.equal(enc.body.conv_stem.weight, state["_conv_stem.weight"])

@@ -233,33 +233,33 @@ def test_prepare_pennfudan_zip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 # ---- real data (skipped when absent) --------------------------------------------------------
 
 
-def _agreement(data_root: Path, split: str, ids: list[str]) -> float:
+def _agreement(real_data: Path, split: str, ids: list[str]) -> float:
     equal = total = 0
     for i, image_id in enumerate(ids):
-        original = data_root / "iccv09Data"
+        original = real_data / "iccv09Data"
         image, label = sources.convert_sbd_image(
             original / "images" / f"{image_id}.jpg", original / "labels" / f"{image_id}.regions.txt"
         )
         assert image.size == label.size == (288, 224) and label.mode == "P"
-        course = np.asarray(Image.open(data_root / "sbd" / split / f"img_{i:04d}.png"))
+        course = np.asarray(Image.open(real_data / "sbd" / split / f"img_{i:04d}.png"))
         equal += int((np.asarray(label) == course).sum())
         total += course.size
     return equal / total
 
 
 @pytest.mark.parametrize("split", ["train", "val", "test"])
-def test_convert_matches_course_labels(data_root: Path, split: str) -> None:
+def test_convert_matches_course_labels(real_data: Path, split: str) -> None:
     ids = sources.load_sbd_splits()[split][:4]
-    assert _agreement(data_root, split, ids) >= 0.98
+    assert _agreement(real_data, split, ids) >= 0.98
 
 
-def test_verify_real_datasets(data_root: Path) -> None:
+def test_verify_real_datasets(real_data: Path) -> None:
     for name in ("sbd", "iccv09Data", "PennFudanPed"):
-        sources.verify_dataset(name, data_root)
+        sources.verify_dataset(name, real_data)
 
 
-def test_verify_reports_offending_files(data_root: Path, tmp_path: Path) -> None:
-    copy = shutil.copytree(data_root / "sbd", tmp_path / "sbd")
+def test_verify_reports_offending_files(real_data: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(real_data / "sbd", tmp_path / "sbd")
     sources.verify_dataset("sbd", tmp_path)
     target = copy / "train" / "img_0003.png"
     data = bytearray(target.read_bytes())
@@ -275,12 +275,12 @@ def test_verify_reports_offending_files(data_root: Path, tmp_path: Path) -> None
     assert "not in the course val split: ['img_9999']" in str(e.value)
 
 
-def test_loader_and_verifier_share_one_rule(data_root: Path, tmp_path: Path) -> None:
+def test_loader_and_verifier_share_one_rule(real_data: Path, tmp_path: Path) -> None:
     """An extra image pair or a stray file: the loader and `segkit data verify` both refuse,
     with the same words."""
     from segkit.data import SegmentationDataset
 
-    copy = shutil.copytree(data_root / "sbd", tmp_path / "sbd")
+    copy = shutil.copytree(real_data / "sbd", tmp_path / "sbd")
     for stray, words in (
         (("img_9999.jpg", "img_9999.png"), "1 images not in the course train split: ['img_9999']"),
         (("notes.txt",), "unexpected files: ['notes.txt']"),
@@ -297,22 +297,22 @@ def test_loader_and_verifier_share_one_rule(data_root: Path, tmp_path: Path) -> 
             (copy / "train" / name).unlink()
 
 
-def test_data_subparser(data_root: Path, capsys: pytest.CaptureFixture) -> None:
+def test_data_subparser(real_data: Path, capsys: pytest.CaptureFixture) -> None:
     parser = build_parser()
     args = parser.parse_args(["data", "prepare-sbd", "--source", "x.tar.gz", "--download"])
     assert (args.source, args.download, args.data_dir) == ("x.tar.gz", True, None)
     args = parser.parse_args(["data", "prepare-pennfudan", "--data-dir", "d", "--sha256", "ab"])
     assert (args.data_dir, args.sha256, args.download) == ("d", "ab", False)
-    args = parser.parse_args(["data", "verify", "sbd", "--data-dir", str(data_root)])
+    args = parser.parse_args(["data", "verify", "sbd", "--data-dir", str(real_data)])
     assert args.func(args) == 0
     assert "sbd at" in capsys.readouterr().out
 
 
 @pytest.mark.slow
-def test_full_rebuild_matches_course(data_root: Path, tmp_path: Path) -> None:
-    out = sources.prepare_sbd(data_root / "iccv09Data", tmp_path)  # verifies every label map
+def test_full_rebuild_matches_course(real_data: Path, tmp_path: Path) -> None:
+    out = sources.prepare_sbd(real_data / "iccv09Data", tmp_path)  # verifies every label map
     for split in ("train", "val", "test"):
-        course = sorted((data_root / "sbd" / split).glob("*.png"))
+        course = sorted((real_data / "sbd" / split).glob("*.png"))
         assert len(course) == len(list((out / split).glob("*.png")))
         equal = sum(
             int((np.asarray(Image.open(p)) == np.asarray(Image.open(out / split / p.name))).sum())

@@ -1,0 +1,349 @@
+"""The report as a grader sees it: generated tables and macros against results.json, readable model
+names, a Makefile that rebuilds on any generated change, and a PDF with no overfull box.
+
+The LaTeX build runs once per module, into a temporary copy of report/ (skipped without latexmk).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from segkit.config import MODEL_TABLE, model_label
+from segkit.report import (
+    TABLES,
+    build_pdf,
+    numbers_macros,
+    overfull_boxes,
+    run_hardware,
+    write_tables,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT = ROOT / "report"
+GEN = REPORT / "generated"
+LIMIT_PT = 5.0
+# figures main.tex includes only when present (the next full run is to produce them)
+CONDITIONAL_FIGURES = {"fig_baseline_predictions.jpg"}
+
+needs_latex = pytest.mark.skipif(
+    shutil.which("latexmk") is None or shutil.which("make") is None,
+    reason="LaTeX not installed (apt-get install texlive-latex-recommended latexmk make)",
+)
+
+
+def _results() -> dict:
+    if not (GEN / "results.json").is_file():
+        pytest.skip("no committed report/generated/results.json")
+    return json.loads((GEN / "results.json").read_text())
+
+
+def _overfull(log: str, limit: float = LIMIT_PT) -> list[str]:
+    """Independent of segkit.report: every Overfull \\hbox/\\vbox line over ``limit`` pt."""
+    out = []
+    for line in log.splitlines():
+        m = re.match(r"Overfull \\[hv]box \(([\d.]+)pt too (wide|high)\)", line)
+        if m and float(m.group(1)) > limit:
+            out.append(line)
+    return out
+
+
+def _copy_report(dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("main.tex", "Makefile"):
+        shutil.copy2(REPORT / name, dst / name)
+    shutil.copytree(GEN, dst / "generated")
+    return dst
+
+
+def _make(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-C", str(cwd), *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """A fresh `make` of a clean copy of report/ (no aux files, no PDF)."""
+    if shutil.which("latexmk") is None or shutil.which("make") is None:
+        pytest.skip("LaTeX not installed (apt-get install texlive-latex-recommended latexmk)")
+    _results()
+    rep = _copy_report(tmp_path_factory.mktemp("report") / "report")
+    proc = _make(rep)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return rep
+
+
+# ---- the LaTeX build ---------------------------------------------------------------------------
+
+
+def test_overfull_boxes_reads_a_log():
+    log = (
+        "Overfull \\hbox (95.98955pt too wide) in paragraph at lines 19--26\n"
+        "Overfull \\hbox (0.199pt too wide) in paragraph at lines 208--213\n"
+        "Overfull \\vbox (92.81187pt too high) has occurred while \\output is active []\n"
+        "Underfull \\hbox (badness 10000) in paragraph at lines 1--2\n"
+    )
+    found = overfull_boxes(log)
+    assert len(found) == 2 and "95.98955pt" in found[0] and "vbox" in found[1]
+    assert found == _overfull(log)
+
+
+@needs_latex
+def test_fresh_build_has_no_overfull_box(built):
+    log = (built / "main.log").read_text(errors="replace")
+    assert _overfull(log) == []
+    assert "There were undefined references" not in log
+    assert "Reference `" not in log  # LaTeX Warning: Reference `x' on page n undefined
+    pdf = built / "main.pdf"
+    assert pdf.is_file() and pdf.stat().st_size > 100_000
+
+
+@needs_latex
+def test_make_rebuilds_when_a_generated_file_changes(built, tmp_path):
+    rep = tmp_path / "report"
+    shutil.copytree(built, rep)  # copy2 keeps the mtimes: up to date
+    assert _make(rep, "-q").returncode == 0
+    later = time.time() + 5
+    (rep / "generated" / "x.tex").write_text("% new\n")
+    os.utime(rep / "generated" / "x.tex", (later, later))
+    assert _make(rep, "-q").returncode != 0  # a new generated file
+    (rep / "generated" / "x.tex").unlink()
+    assert _make(rep, "-q").returncode == 0
+    fig = rep / "generated" / "fig_unet_loss_curve.png"
+    os.utime(fig, (later, later))
+    assert _make(rep, "-q").returncode != 0  # a figure changed
+    os.utime(rep / "main.pdf", (later + 5, later + 5))
+    os.utime(rep / "main.tex", (later + 10, later + 10))
+    assert _make(rep, "-q").returncode != 0  # main.tex changed
+
+
+@needs_latex
+def test_build_fails_on_an_overfull_box(tmp_path):
+    long_word = "\\texttt{" + "x" * 200 + "}"
+    (tmp_path / "main.tex").write_text(
+        f"\\documentclass{{article}}\\begin{{document}}\n{long_word}\n\\end{{document}}\n"
+    )
+    (tmp_path / "generated").mkdir()
+    shutil.copy2(REPORT / "Makefile", tmp_path / "Makefile")
+    proc = _make(tmp_path)
+    assert proc.returncode != 0 and "overfull" in proc.stdout + proc.stderr
+    assert not (tmp_path / "main.pdf").exists()  # the next make tries again
+    with pytest.raises(RuntimeError, match="overfull"):
+        build_pdf(tmp_path)
+
+
+@needs_latex
+def test_optional_blocks_build(tmp_path):
+    """With repeated seeds and the baseline's prediction figure, both optional blocks typeset."""
+    rep = _copy_report(tmp_path / "report")
+    shutil.copy2(
+        GEN / "fig_unet_predictions_test.jpg", rep / "generated/fig_baseline_predictions.jpg"
+    )
+    results = _results()
+    runs = [{"seed": s, "mean_ap": ap} for s, ap in enumerate((0.601, 0.607, 0.596))]
+    results["seeds"] = {"model": "unet", "epochs": 2, "runs": runs}
+    write_tables(results, rep / "generated")
+    macros = _macros((rep / "generated/numbers.tex").read_text())
+    assert macros["SeedAPSpread"] == "0.011" and macros["SeedRuns"] == "3"
+    build_pdf(rep)  # raises on an overfull box
+    log = (rep / "main.log").read_text(errors="replace")
+    assert "fig_baseline_predictions.jpg" in log and not _overfull(log)
+
+
+# ---- the generated tables and macros -----------------------------------------------------------
+
+
+def _rows(tex: str) -> dict[str, list[str]]:
+    body = tex.split("\\midrule")[1].split("\\bottomrule")[0]
+    rows = [r.strip() for r in body.split("\\\\") if r.strip()]
+    return {r.split("&")[0].strip(): [c.strip() for c in r.split("&")[1:]] for r in rows}
+
+
+def _header(tex: str) -> list[str]:
+    head = tex.split("\\midrule")[0].split("\\toprule")[1].strip().split("\\\\")[-2]
+    return [c.strip() for c in head.split("&")]
+
+
+def _f(x, digits: int = 3) -> str:
+    return "--" if x is None else f"{x:.{digits}f}"
+
+
+def _tex(s: str) -> str:
+    return s.replace("_", "\\_")
+
+
+def _macros(text: str) -> dict[str, str]:
+    return dict(re.findall(r"\\newcommand\{\\(\w+)\}\{(.*)\}$", text, flags=re.M))
+
+
+def _label(key: str) -> str:
+    return "Per-pixel frequency baseline" if key == "baseline" else _tex(model_label(key))
+
+
+def check_tables(gen: Path) -> None:
+    """Every generated table and quoted macro in ``gen`` against ``gen/results.json``."""
+    res = json.loads((gen / "results.json").read_text())
+    entries = {"baseline": res["baseline"], **res["models"]}
+    keys = ["baseline"] + [m for m in MODEL_TABLE if m in res["models"]]
+
+    rows = _rows((gen / "tab_models.tex").read_text())
+    assert list(rows) == [_label(k) for k in keys]  # readable names, in model-table order
+    for key in keys:
+        r = entries[key]
+        cells = rows[_label(key)]
+        expected = [_f(r["val"][m]) for m in ("mean_ap", "miou", "pixel_acc")]
+        expected += [_f(r["test"][m]) for m in ("mean_ap", "miou", "pixel_acc")]
+        assert cells[3:9] == expected, key
+        if key != "baseline":
+            assert cells[1] == str(r["epochs"]) and cells[2] == _f(r["train_seconds"] / 60, 0)
+            weights = r["config"].get("weights")
+            if weights == "default":  # the model's own: ImageNet for the EfficientNet UNets
+                weights = "imagenet" if key.startswith("effnet") else None
+            init = {None: "scratch", "none": "scratch", "imagenet": "ImageNet"}
+            assert cells[0] == init.get(weights, "local weights"), key
+
+    names = res["class_names"]
+    for metric, mean in (("ap", "mean_ap"), ("iou", "miou")):
+        files = {"test": f"tab_per_class_{metric}.tex", "val": f"tab_per_class_{metric}_val.tex"}
+        for split, file in files.items():
+            tex = (gen / file).read_text()
+            assert f"on the {split} split" in tex
+            assert _header(tex) == ["Model", *map(_tex, names), "mean"]
+            rows = _rows(tex)
+            assert list(rows) == [_label(k) for k in keys]
+            for key in keys:
+                m = entries[key][split]
+                assert rows[_label(key)] == [_f(x) for x in m[metric]] + [_f(m[mean])], (file, key)
+
+    rows = _rows((gen / "tab_augment.tex").read_text())
+    for r in res["augmentation"]:
+        cells = rows[_tex(r["augment"])]
+        assert cells == [str(r["epochs"]), _f(r["mean_ap"]), _f(r["miou"]), _f(r["pixel_acc"])]
+
+    rows = _rows((gen / "tab_baseline.tex").read_text())
+    for split in ("val", "test"):
+        m = res["baseline"][split]
+        assert rows[split] == [_f(m[k]) for k in ("mean_ap", "mean_ap_step", "miou", "pixel_acc")]
+
+    if res.get("instance"):
+        inst = res["instance"]
+        rows = list(_rows((gen / "tab_instance.tex").read_text()).values())
+        m = inst["test"]
+        assert rows[0] == [_f(m["ap"]), _f(m["ap50"]), _f(m["ap75"]), _f(m["mean_best_iou"])]
+        if inst.get("reference"):
+            assert rows[1][0] == _f(inst["reference"]["mask_ap"])
+
+    macros = _macros((gen / "numbers.tex").read_text())
+    prefix = {
+        "baseline": "Baseline",
+        "baseconv": "BaseConv",
+        "unet": "UNet",
+        "resnet18": "ResNet",
+        "resnet18_unet": "ResNetUNet",
+        "effnet_unet": "EffNet",
+    }
+    for key in keys:
+        p, r = prefix[key], entries[key]
+        for split in ("val", "test"):
+            s = split.capitalize()
+            assert macros[f"{p}{s}AP"] == _f(r[split]["mean_ap"])
+            assert macros[f"{p}{s}IoU"] == _f(r[split]["miou"])
+            assert macros[f"{p}{s}Acc"] == _f(r[split]["pixel_acc"])
+        if key != "baseline":
+            assert macros[f"{p}Epochs"] == str(r["epochs"])
+            assert macros[f"{p}Minutes"] == _f(r["train_seconds"] / 60, 0)
+            assert macros[f"{p}Label"] == _tex(model_label(key))
+    if res.get("instance"):
+        m = res["instance"]["test"]
+        assert macros["InstTestAP"] == _f(m["ap"])
+        assert macros["InstEpochs"] == str(res["instance"]["epochs"])
+    aug = res["augmentation"]
+    assert macros["AugBestAP"] == _f(max(r["mean_ap"] for r in aug))
+    assert macros["AugWorstAP"] == _f(min(r["mean_ap"] for r in aug))
+    if not res.get("seeds"):
+        assert "SeedAPSpread" not in macros  # no noise claim without repeated runs
+
+
+def test_committed_tables_match_results_json():
+    _results()
+    check_tables(GEN)
+
+
+def test_committed_generated_files_are_current(tmp_path):
+    """report/generated/*.tex are exactly what write_tables makes of the committed results.json."""
+    write_tables(_results(), tmp_path)
+    for name in TABLES:
+        assert (GEN / name).read_text() == (tmp_path / name).read_text(), name
+
+
+def test_model_labels_come_from_the_model_table():
+    res = _results()
+    text = "".join((GEN / name).read_text() for name in TABLES if name != "numbers.tex")
+    for name in MODEL_TABLE:
+        if name in res["models"]:
+            assert _tex(model_label(name)) in text
+        # no registry identifier (resnet18_unet, effnet_unet, baseconv ...) as a name
+        assert not re.search(rf"(?<![\w-]){re.escape(_tex(name))}(?![\w-])", text), name
+
+
+def test_hardware_is_the_runs_and_agrees_with_their_configs():
+    res = _results()
+    macros = _macros(numbers_macros(res))
+    assert macros["Hardware"] == run_hardware(res).replace("_", "\\_")
+    threads = {str(r["config"]["num_threads"]) for r in res["models"].values()}
+    if threads != {"None"}:
+        assert macros["RunThreads"] == "/".join(sorted(threads))
+    assert "RunCores" in macros
+
+
+def _main_tex(body: bool = True) -> str:
+    """main.tex without comments; ``body``: only what is between begin and end document."""
+    lines = (REPORT / "main.tex").read_text().splitlines()
+    text = "\n".join(re.sub(r"(?<!\\)%.*", "", line) for line in lines)
+    return text.split("\\begin{document}")[1] if body else text
+
+
+def _prose(text: str) -> str:
+    """The body without layout parameters (figure sizes, spacing, optional arguments)."""
+    text = re.sub(r"\\genfig\{[^}]*\}\{[^}]*\}\{[^}]*\}", " ", text)
+    text = re.sub(r"\\begin\{minipage\}(\[[^]]*\])?\{[^}]*\}", " ", text)
+    return re.sub(r"\[[^]]*\]", " ", text)
+
+
+def test_main_tex_quotes_numbers_only_through_macros():
+    text = _prose(_main_tex()).replace("\\%", " PERCENT")
+    assert not re.findall(r"\d\.\d", text), "a decimal number typed into main.tex"
+    assert not re.findall(r"\d\s*PERCENT", text), "a percentage typed into main.tex"
+    assert not re.findall(r"\d+\s*(?:minutes|min\b|epochs|seconds|hours)", text)
+    # every number macro main.tex uses is one numbers_macros writes (or main.tex defines)
+    defined = set(_macros(numbers_macros(_results()))) | set(
+        re.findall(r"\\newcommand\{?\\(\w+)", _main_tex(body=False))
+    )
+    used = set(re.findall(r"\\([A-Z]\w*(?:AP|IoU|Acc|Minutes|Epochs|Label|Init))\b", text))
+    assert used <= defined, used - defined
+
+
+def report_inputs() -> tuple[list[str], list[str], list[str]]:
+    """What main.tex reads from generated/: (tex files, figures it needs, figures it includes
+    only when present)."""
+    text = _main_tex()
+    tex = re.findall(r"\\input\{generated/([^}]+)\}", text)
+    figs = re.findall(r"\\(?:genfig\{[^}]*\}|includegraphics(?:\[[^]]*\])?)\{([^}]+)\}", text)
+    optional = [Path(p).name for p in re.findall(r"\\IfFileExists\{([^}]+)\}", text)]
+    return tex, sorted(set(figs) - set(optional)), sorted(set(optional))
+
+
+def test_figures_the_pdf_expects_exist():
+    tex, figs, optional = report_inputs()
+    assert set(optional) == CONDITIONAL_FIGURES
+    assert figs and tex, "no figure or table found in main.tex"
+    missing = sorted(f for f in figs if not (GEN / f).is_file())
+    assert not missing, missing
+    for name in tex:
+        assert name in TABLES, name
