@@ -17,14 +17,9 @@ from pathlib import Path
 import pytest
 
 from segkit.config import MODEL_TABLE, model_label
-from segkit.report import (
-    TABLES,
-    build_pdf,
-    numbers_macros,
-    overfull_boxes,
-    run_hardware,
-    write_tables,
-)
+from segkit.report import TABLES, build_pdf, overfull_boxes, write_tables
+from segkit.report_numbers import numbers_macros
+from segkit.report_tables import run_hardware
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "report"
