@@ -93,3 +93,11 @@ def test_readme_layout_lists_every_module():
         rel = p.relative_to(PKG).as_posix()
         if p.name != "__init__.py":
             assert rel in layout, f"README Layout does not mention segkit/{rel}"
+
+
+def test_readme_palette_legend_is_the_package_palette():
+    from segkit.constants import CLASSES, PALETTE
+
+    readme = (ROOT / "README.md").read_text()
+    for name, rgb in zip(CLASSES, PALETTE, strict=True):
+        assert f"| {name} | {rgb[0]}, {rgb[1]}, {rgb[2]} |" in readme, name
