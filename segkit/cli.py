@@ -7,23 +7,20 @@ Run ``segkit COMMAND --help`` for the flags of one command.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import types
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import experiment, instance, predict, report, reproduce, sources, study
+from .cli_flags import add_config_flags, overrides_from_args
 from .config import (
     QUICK_INSTANCE,
     QUICK_OUT_DIR,
     QUICK_SEMANTIC,
     RECIPES,
     InstanceConfig,
-    RunConfig,
     TrainConfig,
     recipe,
 )
@@ -41,101 +38,6 @@ Typical use:
   segkit predict runs/unet photo.jpg --out preds/
   segkit reproduce                       every experiment, tables and figures of the report
 """
-
-
-# ------------------------------------------------------------------ flags from dataclass fields
-def _field_type(cls: type, f: dataclasses.Field) -> tuple[Any, Any, bool]:
-    hint = typing.get_type_hints(cls)[f.name]
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    rest = [a for a in args if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(rest) == 1:
-        hint = rest[0]
-    return hint, typing.get_origin(hint), optional
-
-
-def _number_or_none(kind: type, optional: bool) -> Any:
-    def parse(s: str) -> Any:
-        if optional and s.lower() == "none":
-            return None
-        try:
-            return kind(s)
-        except ValueError:
-            extra = " or 'none'" if optional else ""
-            raise argparse.ArgumentTypeError(
-                f"expected {kind.__name__}{extra}, got {s!r}"
-            ) from None
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def _str_or_none(s: str) -> str | None:
-    return None if s.lower() == "none" else s
-
-
-def _pair(optional: bool) -> Any:
-    def parse(s: str) -> tuple[float, float] | None:
-        if optional and s.lower() == "none":
-            return None
-        try:
-            a, b = (float(x) for x in s.split(","))
-        except ValueError:
-            extra = ", or 'none'" if optional else ""
-            raise argparse.ArgumentTypeError(
-                f"expected two numbers 'A,B'{extra}, got {s!r}"
-            ) from None
-        if a > b:
-            raise argparse.ArgumentTypeError(f"expected A <= B in 'A,B', got {s!r}")
-        return (a, b)
-
-    parse.__name__ = "pair"
-    return parse
-
-
-def _fmt_default(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ",".join(f"{v:.4g}" for v in value)
-    return "none" if value is None else str(value)
-
-
-def add_config_flags(
-    parser: argparse.ArgumentParser,
-    cls: type[RunConfig],
-    defaults: RunConfig | None = None,
-    skip: Sequence[str] = (),
-) -> None:
-    """One ``--flag`` per field of ``cls``, with its help, its default (from ``defaults``, e.g.
-    the recipe, else the dataclass) and its valid values. A flag not given is absent from the
-    parsed namespace, so recipes fill what the user did not set ('none' sets None)."""
-    defaults = defaults or cls()
-    group = parser.add_argument_group(f"{cls.__name__} fields")
-    for f in dataclasses.fields(cls):
-        if f.name in skip or f.name == "extra":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        hint, origin, optional = _field_type(cls, f)
-        meta = f.metadata
-        text = meta.get("help", "")
-        if "default" not in text:
-            default = _fmt_default(getattr(defaults, f.name))
-            by_recipe = cls is TrainConfig and any(f.name in r for r in RECIPES.values())
-            text += f" (default: {default}" + (", or the --model recipe's)" if by_recipe else ")")
-        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": text, "dest": f.name}
-        if hint is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        elif origin is tuple:
-            group.add_argument(flag, type=_pair(optional), metavar="A,B", **kw)
-        elif meta.get("choices"):
-            group.add_argument(flag, choices=meta["choices"], **kw)
-        elif hint in (int, float):
-            group.add_argument(flag, type=_number_or_none(hint, optional), **kw)
-        else:
-            group.add_argument(flag, type=_str_or_none if optional else str, **kw)
-
-
-def overrides_from_args(args: argparse.Namespace, cls: type[RunConfig]) -> dict[str, Any]:
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -218,6 +120,21 @@ def cmd_study(args: argparse.Namespace) -> int:
     rows = study.augmentation_study(recipe(args.model, **overrides), settings, force=args.force)
     write_json(rows, Path(overrides["out_dir"]) / "augmentation_study.json")
     print(study.format_rows(rows))
+    return 0
+
+
+def cmd_seeds(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {"out_dir": args.out_dir, "device": args.device}
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    rows = study.seed_study(
+        tuple(args.models), tuple(args.seeds), args.epochs, force=args.force, **overrides
+    )
+    write_json(rows, args.out)
+    for r in rows:
+        aps = ", ".join(f"{x['mean_ap']:.3f}" for x in r["runs"])
+        print(f"{r['model']}: val AP {aps} (seeds {args.seeds}); spread {r['spread']:.3f}")
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -348,6 +265,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--only", nargs="+", default=None, choices=settings, metavar="SETTING",
         help=f"only these settings: {', '.join(settings)}",
     )  # fmt: skip
+
+    p = _add(sub, "seeds", "run-to-run noise: recipes with several seeds, short budget", cmd_seeds)
+    p.add_argument("--models", nargs="+", default=list(study.SEED_MODELS), choices=tuple(RECIPES),
+                   help=f"(default: {' '.join(study.SEED_MODELS)})")  # fmt: skip
+    p.add_argument("--seeds", nargs="+", type=int, default=list(study.SEEDS),
+                   help=f"(default: {' '.join(map(str, study.SEEDS))})")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=study.SEED_EPOCHS,
+                   help=f"epochs per run (default: {study.SEED_EPOCHS})")  # fmt: skip
+    _device(p)
+    _data_dir(p)
+    p.add_argument("--out-dir", default="runs", help="run folders (default: runs)")
+    p.add_argument("--out", default="report/generated/seeds.json", help="(default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="retrain runs that already have results")
 
     inst = sub.add_parser("instance", help="Penn-Fudan instance segmentation (train, evaluate)")
     isub = inst.add_subparsers(dest="instance_command", required=True, metavar="{train,evaluate}")

@@ -185,6 +185,12 @@ def numbers_macros(results: dict) -> str:
         model = results.get("augmentation_model", "effnet_unet")
         macro("AugModel", _tex_escape(_config_label(model)))
     seeds = results.get("seeds")
+    if isinstance(seeds, list):  # `segkit seeds`: one entry per model, the first is the best model
+        for entry in seeds:
+            aps = [r["mean_ap"] for r in entry.get("runs") or [] if r.get("mean_ap") is not None]
+            if len(aps) >= 2:
+                macro(f"Seed{_macro_word(entry['model'])}Spread", fmt(max(aps) - min(aps)))
+        seeds = seeds[0] if seeds else None
     if seeds:
         runs = seeds.get("runs") or []
         aps = [r["mean_ap"] for r in runs if r.get("mean_ap") is not None]

@@ -156,6 +156,9 @@ def reproduce(
                 "val": val["metrics"],
                 "test": test["metrics"],
             }
+    seeds = _read(out_dir / "seeds.json")  # `segkit seeds`, run separately (not in this budget)
+    if seeds is not None:
+        results["seeds"] = seeds
     results["reproduce_wall_minutes"] = (time.perf_counter() - t0) / 60
     tqdm.write(f"reproduce: {results['reproduce_wall_minutes']:.1f} min wall ({hardware()})")
     write_json(results, out_dir / "results.json")

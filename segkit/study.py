@@ -1,9 +1,11 @@
-"""Q1 augmentation study: one model, several paired crop/flip settings, the same budget."""
+"""Studies: Q1 augmentation (one model, several paired crop/flip settings, the same budget)
+and the seed study (run-to-run noise of a configuration)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 from pathlib import Path
 
 from .config import TrainConfig, recipe
@@ -79,3 +81,44 @@ def format_rows(rows: list[dict]) -> str:
         for r in rows
     ]
     return "\n".join(lines)
+
+
+SEED_MODELS = ("effnet_unet", "unet")  # the best model and the scratch UNet
+SEEDS = (0, 1, 2)
+SEED_EPOCHS = 3  # a short budget: the spread of a configuration, not its best number
+
+
+def seed_study(
+    models: tuple[str, ...] = SEED_MODELS,
+    seeds: tuple[int, ...] = SEEDS,
+    epochs: int = SEED_EPOCHS,
+    *,
+    force: bool = False,
+    **overrides: object,
+) -> list[dict]:
+    """Train each model's recipe with each seed at a short budget (``epochs``); one entry per
+    model ``{"model", "epochs", "runs": [{"seed", "mean_ap", "miou", "pixel_acc"}], "spread",
+    "std"}``: the run-to-run noise that a comparison of two numbers has to exceed."""
+    out = []
+    for model in models:
+        runs = []
+        for seed in seeds:
+            cfg = recipe(model, epochs=epochs, seed=seed, run_name=f"seed_{model}_{seed}")
+            cfg = dataclasses.replace(cfg, **overrides)  # type: ignore[arg-type]
+            done = Path(cfg.out_dir) / cfg.name / "results_val.json"
+            res = (
+                json.loads(done.read_text())
+                if done.is_file() and not force
+                else run_experiment(cfg, figures=False, reuse=not force)
+            )
+            m = res["metrics"]
+            runs.append(
+                {"seed": seed, **{k: m[k] for k in ("mean_ap", "miou", "pixel_acc")},
+                 "train_seconds": res["train_seconds"], "hardware": res["hardware"]}
+            )  # fmt: skip
+        aps = [r["mean_ap"] for r in runs]
+        out.append(
+            {"model": model, "epochs": epochs, "split": "val", "runs": runs,
+             "spread": max(aps) - min(aps), "std": statistics.stdev(aps) if len(aps) > 1 else None}
+        )  # fmt: skip
+    return out

@@ -1,0 +1,107 @@
+"""Command-line flags generated from the config dataclasses: one ``--flag`` per field, with the
+field's help, its default and its valid values (``metadata`` of :func:`segkit.config.opt`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+from .config import RECIPES, RunConfig, TrainConfig
+
+
+def _field_type(cls: type, f: dataclasses.Field) -> tuple[Any, Any, bool]:
+    hint = typing.get_type_hints(cls)[f.name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    rest = [a for a in args if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(rest) == 1:
+        hint = rest[0]
+    return hint, typing.get_origin(hint), optional
+
+
+def _number_or_none(kind: type, optional: bool) -> Any:
+    def parse(s: str) -> Any:
+        if optional and s.lower() == "none":
+            return None
+        try:
+            return kind(s)
+        except ValueError:
+            extra = " or 'none'" if optional else ""
+            raise argparse.ArgumentTypeError(
+                f"expected {kind.__name__}{extra}, got {s!r}"
+            ) from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _str_or_none(s: str) -> str | None:
+    return None if s.lower() == "none" else s
+
+
+def _pair(optional: bool) -> Any:
+    def parse(s: str) -> tuple[float, float] | None:
+        if optional and s.lower() == "none":
+            return None
+        try:
+            a, b = (float(x) for x in s.split(","))
+        except ValueError:
+            extra = ", or 'none'" if optional else ""
+            raise argparse.ArgumentTypeError(
+                f"expected two numbers 'A,B'{extra}, got {s!r}"
+            ) from None
+        if a > b:
+            raise argparse.ArgumentTypeError(f"expected A <= B in 'A,B', got {s!r}")
+        return (a, b)
+
+    parse.__name__ = "pair"
+    return parse
+
+
+def _fmt_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(f"{v:.4g}" for v in value)
+    return "none" if value is None else str(value)
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser,
+    cls: type[RunConfig],
+    defaults: RunConfig | None = None,
+    skip: Sequence[str] = (),
+) -> None:
+    """One ``--flag`` per field of ``cls``, with its help, its default (from ``defaults``, e.g.
+    the recipe, else the dataclass) and its valid values. A flag not given is absent from the
+    parsed namespace, so recipes fill what the user did not set ('none' sets None)."""
+    defaults = defaults or cls()
+    group = parser.add_argument_group(f"{cls.__name__} fields")
+    for f in dataclasses.fields(cls):
+        if f.name in skip or f.name == "extra":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint, origin, optional = _field_type(cls, f)
+        meta = f.metadata
+        text = meta.get("help", "")
+        if "default" not in text:
+            default = _fmt_default(getattr(defaults, f.name))
+            by_recipe = cls is TrainConfig and any(f.name in r for r in RECIPES.values())
+            text += f" (default: {default}" + (", or the --model recipe's)" if by_recipe else ")")
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": text, "dest": f.name}
+        if hint is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif origin is tuple:
+            group.add_argument(flag, type=_pair(optional), metavar="A,B", **kw)
+        elif meta.get("choices"):
+            group.add_argument(flag, choices=meta["choices"], **kw)
+        elif hint in (int, float):
+            group.add_argument(flag, type=_number_or_none(hint, optional), **kw)
+        else:
+            group.add_argument(flag, type=_str_or_none if optional else str, **kw)
+
+
+def overrides_from_args(args: argparse.Namespace, cls: type[RunConfig]) -> dict[str, Any]:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
