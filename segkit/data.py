@@ -165,6 +165,11 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.stems)
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the split's images (the first one's; the course images all share it)."""
+        return tuple(self.raw(0)[0].shape[1:])  # type: ignore[return-value]
+
     def raw(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Un-augmented ``(uint8 (3, H, W), uint8 (H, W))`` pair."""
         if self._images is not None and self._masks is not None:

@@ -28,7 +28,14 @@ from .losses import class_weights, segmentation_loss
 from .metrics import SegmentationResults, segmentation_eval
 from .models import create_model
 from .optim import build_optimizer
-from .utils import get_device, hardware, remove_stale_temps, seed_everything, write_json
+from .utils import (
+    get_device,
+    hardware,
+    remove_stale_temps,
+    resolve_channels_last,
+    seed_everything,
+    write_json,
+)
 
 PREVIEW_IDS = (0, 10, 20, 30, 40)  # the fixed test images shown in every run's figure
 
@@ -102,15 +109,17 @@ def run_experiment(
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed)
     device = get_device(cfg.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input size: tune the kernels
     run_dir = Path(cfg.out_dir) / cfg.name
     model = create_model(cfg.model, cfg.num_classes, cfg.weights, freeze_encoder=cfg.freeze_encoder)
     run_dir.mkdir(parents=True, exist_ok=True)  # only once the model name is known to be valid
     for name in ("checkpoint.pt", "checkpoint_last.pt", "history.json", "results_val.json"):
         remove_stale_temps(run_dir / name)  # debris of a killed save
-    aug = Augment(scale=cfg.aug_scale, ratio=cfg.aug_ratio, flip_p=cfg.flip_p)
-    train_set = SegmentationDataset(
-        "train", cfg.data_dir, transform=aug, limit=cfg.limit_train, progress=progress
-    )
+    train_set = SegmentationDataset("train", cfg.data_dir, limit=cfg.limit_train, progress=progress)
+    # crops are resized back to the dataset's image size (224 x 288 for the course data)
+    train_set.transform = Augment(
+        cfg.aug_scale, cfg.aug_ratio, cfg.flip_p, size=train_set.image_size
+    ).build()
     val_set = SegmentationDataset("val", cfg.data_dir, limit=cfg.limit_val, progress=progress)
     train_loader = make_loader(
         train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device
@@ -142,7 +151,7 @@ def run_experiment(
         select_metric=cfg.select_metric,
         config=cfg.to_dict(),
         amp=cfg.amp,
-        channels_last=cfg.channels_last,
+        channels_last=resolve_channels_last(cfg.channels_last, device),
         progress=progress,
         resume_from=run_dir / "checkpoint_last.pt" if resume else None,
         name=cfg.name,

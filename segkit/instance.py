@@ -35,7 +35,14 @@ from .metrics.mask_ap import InstanceEvaluator
 from .models.instance_unet import InstanceUNet, split_logits
 from .optim import build_optimizer
 from .pennfudan import InstanceAugment, InstanceTransform, PennFudanDataset, pad_to_multiple
-from .utils import get_device, hardware, remove_stale_temps, seed_everything, write_json
+from .utils import (
+    get_device,
+    hardware,
+    remove_stale_temps,
+    resolve_channels_last,
+    seed_everything,
+    write_json,
+)
 
 MASK_RCNN_REFERENCE = {
     "model": "torchvision tutorial Mask R-CNN ResNet-50-FPN, COCO-pretrained, 10 epochs",
@@ -249,7 +256,7 @@ def train_instance(
         config=cfg.to_dict(),
         resume_from=run_dir / "checkpoint_last.pt" if resume else None,
         amp=cfg.amp,
-        channels_last=cfg.channels_last,
+        channels_last=resolve_channels_last(cfg.channels_last, device),
         progress=progress,
         name=cfg.name,
     )

@@ -49,15 +49,17 @@ def _noisy(colors: np.ndarray, rng: np.random.Generator, sigma: float) -> np.nda
 
 
 # ------------------------------------------------------------------------ Stanford Background
-def draw_scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def draw_scene(
+    rng: np.random.Generator, size: tuple[int, int] = IMAGE_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
     """One outdoor-like scene: sky (maybe mountains) above a random horizon, ground below
     (grass or road, maybe water), buildings and trees on the horizon, foreground objects
     standing on the ground, sometimes a small misc patch. Every class has its own colour (the
     course PALETTE) with per-image jitter and pixel noise, so colour and layout both carry signal.
 
-    Shape: returns image uint8 (H, W, 3) and labels uint8 (H, W), values 0..8; (H, W) = IMAGE_SIZE.
+    Shape: returns image uint8 (H, W, 3) and labels uint8 (H, W), values 0..8; (H, W) = size.
     """
-    h, w = IMAGE_SIZE
+    h, w = size
     horizon = int(rng.uniform(0.35, 0.6) * h)
     labels = Image.new("L", (w, h), SKY)
     draw = ImageDraw.Draw(labels)
@@ -94,7 +96,12 @@ def draw_scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return image, labels
 
 
-def make_sbd(root: Path, sizes: dict[str, int] | None = None, seed: int = 0) -> Path:
+def make_sbd(
+    root: Path,
+    sizes: dict[str, int] | None = None,
+    seed: int = 0,
+    image_size: tuple[int, int] = IMAGE_SIZE,
+) -> Path:
     """Write a synthetic Stanford Background in the course layout under ``root``.
 
     Files: ``<root>/sbd/classes.txt``, ``<root>/sbd/SYNTHETIC`` and
@@ -117,7 +124,7 @@ def make_sbd(root: Path, sizes: dict[str, int] | None = None, seed: int = 0) -> 
     for s, split in enumerate(SPLITS):
         (folder / split).mkdir()
         for i in range(sizes[split]):
-            image, labels = draw_scene(np.random.default_rng((seed, s, i)))
+            image, labels = draw_scene(np.random.default_rng((seed, s, i)), image_size)
             Image.fromarray(image).save(folder / split / f"img_{i:04d}.jpg", quality=JPEG_QUALITY)
             label = Image.fromarray(labels)
             label.putpalette(palette)  # "L" -> "P", indices unchanged

@@ -59,16 +59,30 @@ def device() -> torch.device:
     return torch.device(os.environ.get("SEGKIT_TEST_DEVICE", "cpu"))
 
 
+QUICK_RUN_SIZES = {"train": 8, "val": 4, "test": 8}  # one training step per epoch at batch 8
+
+
 @pytest.fixture(scope="session")
-def quick_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> Path:
+def quick_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smallest synthetic data the quick pipeline runs on (both layouts)."""
+    from segkit.synthetic import make_pennfudan, make_sbd
+
+    root = tmp_path_factory.mktemp("quick_data")
+    make_sbd(root, sizes=QUICK_RUN_SIZES, image_size=(64, 96))  # 10x fewer pixels than 224x288
+    make_pennfudan(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory: pytest.TempPathFactory, quick_data: Path) -> Path:
     """ONE ``segkit reproduce --quick`` per test session, shared by the reproduce, report and
-    notebook tests, on the small synthetic data (the same with or without the real data, and
+    notebook tests, on the smallest synthetic data (the same with or without the real data, and
     fast): ``<tmp>/runs`` holds the quick run folders, ``<tmp>/runs/generated`` the tables,
     figures and results.json."""
     from segkit.cli import main
 
     runs = tmp_path_factory.mktemp("quick") / "runs"
-    argv = ["reproduce", "--quick", "--device", "cpu", "--data-dir", str(synthetic_root),
+    argv = ["reproduce", "--quick", "--device", "cpu", "--data-dir", str(quick_data),
             "--runs", str(runs), "--out", str(runs / "generated")]  # fmt: skip
     assert main(argv) == 0
     return runs

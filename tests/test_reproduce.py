@@ -31,9 +31,7 @@ def test_quick_tables_match_results_json(quick_run):
     check_tables(quick_run / "generated")
 
 
-def test_second_run_reuses_finished_runs_and_resumes_unfinished(
-    quick_run, synthetic_root, tmp_path
-):
+def test_second_run_reuses_finished_runs_and_resumes_unfinished(quick_run, quick_data, tmp_path):
     gen = quick_run / "generated"
     before = json.loads((gen / "results.json").read_text())
     mtime = (quick_run / "unet" / "checkpoint.pt").stat().st_mtime
@@ -42,7 +40,7 @@ def test_second_run_reuses_finished_runs_and_resumes_unfinished(
     shutil.copytree(quick_run, runs)
     (runs / "baseconv" / "results_val.json").unlink()
     (runs / "baseconv" / "results_test.json").unlink()
-    argv = ["reproduce", "--quick", "--device", "cpu", "--data-dir", str(synthetic_root),
+    argv = ["reproduce", "--quick", "--device", "cpu", "--data-dir", str(quick_data),
             "--runs", str(runs), "--out", str(runs / "generated")]  # fmt: skip
     assert main(argv) == 0
     assert (quick_run / "unet" / "checkpoint.pt").stat().st_mtime == mtime  # not retrained
@@ -54,14 +52,14 @@ def test_second_run_reuses_finished_runs_and_resumes_unfinished(
     )
 
 
-def test_finished_run_with_another_config_is_refused(quick_run, synthetic_root, tmp_path, capsys):
+def test_finished_run_with_another_config_is_refused(quick_run, quick_data, tmp_path, capsys):
     runs = tmp_path / "runs"
     shutil.copytree(quick_run, runs)
     res = runs / "unet" / "results_val.json"
     data = json.loads(res.read_text())
     data["config"]["lr"] = 0.5
     res.write_text(json.dumps(data))
-    argv = ["reproduce", "--quick", "--device", "cpu", "--data-dir", str(synthetic_root),
+    argv = ["reproduce", "--quick", "--device", "cpu", "--data-dir", str(quick_data),
             "--runs", str(runs), "--out", str(runs / "generated")]  # fmt: skip
     assert main(argv) == 2
     assert "lr differ" in capsys.readouterr().err

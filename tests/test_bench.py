@@ -1,0 +1,136 @@
+"""The benchmark scripts run and print what they promise: ``bench/train_speed.py`` (table and a
+JSON line with the throughput ratios) and ``bench/gpu_check.sh`` in its CPU dry modes (every command
+of the GPU check parses; the slow test also runs one tiny training and train_speed through it).
+
+Data: the real Stanford Background when found ($SEGKIT_DATA or ../shared/data), else a small
+synthetic one (``segkit.synthetic.make_sbd``), else the tests skip.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_CHECK = ROOT / "bench" / "gpu_check.sh"
+TRAIN_SPEED = ROOT / "bench" / "train_speed.py"
+
+
+def _real_root() -> Path | None:
+    if os.environ.get("SEGKIT_TEST_NO_DATA") == "1":
+        return None
+    env = os.environ.get("SEGKIT_DATA")
+    for cand in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]:
+        if (cand / "sbd" / "classes.txt").exists():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="module")
+def sbd_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = _real_root()
+    if root is not None:
+        return root
+    try:
+        from segkit.synthetic import make_sbd
+    except ImportError:
+        pytest.skip("no Stanford Background data and no segkit.synthetic.make_sbd")
+    root = tmp_path_factory.mktemp("bench_data")
+    make_sbd(root)
+    return root
+
+
+def _run(cmd: list[str], root: Path, tmp_path: Path, timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SEGKIT_DATA": str(root), "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    env.pop("DRY_RUN", None)
+    return subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_train_speed_prints_table_and_ratios(sbd_root: Path, tmp_path: Path) -> None:
+    cmd = [sys.executable, str(TRAIN_SPEED), "--model", "baseconv", "--steps", "2", "--rounds",
+           "1", "--batch-size", "2", "--threads", "1", "--device", "cpu"]  # fmt: skip
+    res = _run(cmd, sbd_root, tmp_path, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout
+    for row in ("plain (assignment-style)", "segkit engine", "pure model step", "data wait"):
+        assert row in out
+    summary = _last_json(out)
+    assert summary["bench"] == "train_speed" and summary["steps"] == 2
+    assert set(summary["images_per_s"]) == {"plain", "segkit", "pure"}
+    assert all(v > 0 for v in summary["images_per_s"].values())
+    ratios = summary["ratios"]
+    for key in ("segkit_vs_plain", "segkit_vs_pure", "pure_vs_plain"):
+        assert ratios[key] > 0
+    assert ratios["segkit_vs_plain"] == pytest.approx(
+        summary["images_per_s"]["segkit"] / summary["images_per_s"]["plain"]
+    )
+    assert 0 <= summary["data_share"]["segkit"] < 1
+    assert f"segkit: {ratios['segkit_vs_plain']:.2f}x the plain loop" in out
+
+
+def test_train_speed_rejects_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("train_speed", TRAIN_SPEED)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as exc:
+        module.build_parser().parse_args(["--model", "nope"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    args = module.build_parser().parse_args(["--device", "cuda", "--no-amp", "--compile"])
+    assert (args.device, args.amp, args.compile, args.bf16_cpu) == ("cuda", False, True, False)
+
+
+def _check_tables(out: Path, stdout: str) -> dict:
+    table = (out / "gpu_check" / "table.md").read_text()
+    assert "| model | amp | s / epoch (train + val) | val AP | train img/s (epoch) |" in table
+    assert table.strip() in stdout
+    summary = json.loads((out / "gpu_check" / "summary.json").read_text())
+    models = {(r["model"], r["amp"]) for r in summary["train"]}
+    names = ("baseconv", "unet", "resnet18", "resnet18_unet", "effnet_unet")
+    assert models == {(m, amp) for m in names for amp in (True, False)}
+    assert {r["name"] for r in summary["speed"]} == {
+        "speed_unet", "speed_effnet_unet", "speed_unet_compile"
+    }  # fmt: skip
+    return summary
+
+
+def test_gpu_check_parse_dry_run(sbd_root: Path, tmp_path: Path) -> None:
+    """Every command of the GPU check, in its CPU and its CUDA form, parses (~15 s)."""
+    res = _run(["bash", str(GPU_CHECK), "--dry-run=parse"], sbd_root, tmp_path, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "commands parse (dry and real forms" in res.stdout
+    summary = _check_tables(tmp_path, res.stdout)
+    assert all(r["status"] == "parsed" for r in summary["train"] + summary["speed"])
+    assert (tmp_path / "gpu_check" / "logs.tar.gz").is_file()
+
+
+def test_gpu_check_rejects_unknown_argument() -> None:
+    res = subprocess.run(
+        ["bash", str(GPU_CHECK), "--dryrun"], capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 2 and "unknown argument" in res.stderr
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run(sbd_root: Path, tmp_path: Path) -> None:
+    """``--dry-run``: parses everything, collects the gpu tests, and runs one tiny training and
+    one tiny train_speed end to end on the CPU (~50 s on 2 busy cores, hence slow)."""
+    res = _run(["bash", str(GPU_CHECK), "--dry-run"], sbd_root, tmp_path, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    summary = _check_tables(tmp_path, res.stdout)
+    ran = [r for r in summary["train"] if r["status"] == "ok"]
+    assert len(ran) == 1 and 0 <= ran[0]["val_ap"] <= 1 and ran[0]["images_per_s"] > 0
+    speed = next(r for r in summary["speed"] if r["name"] == "speed_unet")
+    assert speed["status"] == "ok" and speed["ratios"]["segkit_vs_plain"] > 0
+    assert [(o["name"], o["status"]) for o in summary["other"]] == [("gpu_tests", "ok")]
