@@ -36,7 +36,7 @@ class ModelSpec:
 MODEL_TABLE: dict[str, ModelSpec] = {
     "baseconv": ModelSpec("BaseConv", dict(epochs=14)),
     "unet": ModelSpec("UNet", dict(epochs=20)),
-    "resnet18": ModelSpec("ResNet-18 (no skips)", dict(epochs=4)),
+    "resnet18": ModelSpec("ResNet-18, no skips", dict(epochs=4)),
     "resnet18_unet": ModelSpec("ResNet-18 UNet", dict(epochs=5)),
     "effnet_unet": ModelSpec("EfficientNet-Lite0 UNet", dict(epochs=15)),
 }

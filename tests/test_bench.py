@@ -2,8 +2,8 @@
 JSON line with the throughput ratios) and ``bench/gpu_check.sh`` in its CPU dry modes (every command
 of the GPU check parses; the slow test also runs one tiny training and train_speed through it).
 
-Data: the real Stanford Background when found ($SEGKIT_DATA or ../shared/data), else a small
-synthetic one (``segkit.synthetic.make_sbd``), else the tests skip.
+Data: the session's tiny synthetic dataset (the ``quick_data`` fixture): these tests check what
+the scripts print, not how fast training is.
 """
 
 from __future__ import annotations
@@ -22,28 +22,10 @@ GPU_CHECK = ROOT / "bench" / "gpu_check.sh"
 TRAIN_SPEED = ROOT / "bench" / "train_speed.py"
 
 
-def _real_root() -> Path | None:
-    if os.environ.get("SEGKIT_TEST_NO_DATA") == "1":
-        return None
-    env = os.environ.get("SEGKIT_DATA")
-    for cand in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]:
-        if (cand / "sbd" / "classes.txt").exists():
-            return cand
-    return None
-
-
 @pytest.fixture(scope="module")
-def sbd_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = _real_root()
-    if root is not None:
-        return root
-    try:
-        from segkit.synthetic import make_sbd
-    except ImportError:
-        pytest.skip("no Stanford Background data and no segkit.synthetic.make_sbd")
-    root = tmp_path_factory.mktemp("bench_data")
-    make_sbd(root)
-    return root
+def sbd_root(quick_data: Path) -> Path:
+    """The session's tiny synthetic data (64 x 96 images): the benches' plumbing, not speed."""
+    return quick_data
 
 
 def _run(cmd: list[str], root: Path, tmp_path: Path, timeout: float) -> subprocess.CompletedProcess:
