@@ -14,7 +14,7 @@ def _build(name, num_classes=9):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("size", [(224, 288), (64, 96)])
+@pytest.mark.parametrize("size", [(64, 96), (96, 64)])  # small: logits at input size
 def test_shape_and_every_parameter_gets_a_gradient(name, size):
     torch.manual_seed(0)
     model = _build(name, num_classes=5)
