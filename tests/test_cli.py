@@ -66,7 +66,7 @@ def test_missing_data_is_a_clear_error(tmp_path, capsys, monkeypatch):
     assert "dataset 'sbd' not found" in capsys.readouterr().err
 
 
-def test_one_epoch_train_then_evaluate(tmp_path, data_root, capsys):
+def test_one_epoch_train_then_evaluate(tmp_path, quick_data, capsys):
     rc = main(
         [
             "train",
@@ -82,7 +82,7 @@ def test_one_epoch_train_then_evaluate(tmp_path, data_root, capsys):
             "--batch-size",
             "2",
             "--data-dir",
-            str(data_root),
+            str(quick_data),
             "--out-dir",
             str(tmp_path),
         ]
@@ -103,7 +103,9 @@ def test_one_epoch_train_then_evaluate(tmp_path, data_root, capsys):
     assert res["config"]["epochs"] == 3 and res["split"] == "val"  # the quick recipe
     assert len(res["metrics"]["ap"]) == 9
     assert (
-        main(["evaluate", str(run), "--split", "val", "--limit", "2", "--data-dir", str(data_root)])
+        main(
+            ["evaluate", str(run), "--split", "val", "--limit", "2", "--data-dir", str(quick_data)]
+        )
         == 0
     )
     again = json.loads((run / "eval_val.json").read_text())
@@ -133,22 +135,22 @@ def _quick_argv(data_root, out, *extra):
             "--data-dir", str(data_root), "--out-dir", str(out), *extra]  # fmt: skip
 
 
-def test_divergence_is_one_message_with_nonzero_exit(tmp_path, data_root, capsys):
-    assert main(_quick_argv(data_root, tmp_path, "--lr", "1e9")) == 2
+def test_divergence_is_one_message_with_nonzero_exit(tmp_path, quick_data, capsys):
+    assert main(_quick_argv(quick_data, tmp_path, "--lr", "1e9")) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") <= 2
     assert "run 'baseconv', epoch 1" in err and "learning rate" in err
     assert "average precision" not in err  # NaN never reaches the metrics
 
 
-def test_resume_with_changed_config_is_refused(tmp_path, data_root, capsys):
-    assert main(_quick_argv(data_root, tmp_path)) == 0
-    argv = _quick_argv(data_root, tmp_path, "--resume", "--lr", "0.1", "--seed", "7")
+def test_resume_with_changed_config_is_refused(tmp_path, quick_data, capsys):
+    assert main(_quick_argv(quick_data, tmp_path)) == 0
+    argv = _quick_argv(quick_data, tmp_path, "--resume", "--lr", "0.1", "--seed", "7")
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "lr 0.001 -> 0.1" in err and "seed 0 -> 7" in err
     # more epochs is allowed; results record the config used and the time across resumes
-    argv = _quick_argv(data_root, tmp_path, "--resume")
+    argv = _quick_argv(quick_data, tmp_path, "--resume")
     argv[argv.index("--epochs") + 1] = "2"
     assert main(argv) == 0
     res = json.loads((tmp_path / "baseconv" / "results_val.json").read_text())
@@ -157,10 +159,18 @@ def test_resume_with_changed_config_is_refused(tmp_path, data_root, capsys):
     assert res["train_seconds"] == pytest.approx(sum(hist["seconds"]))
 
 
-def test_bad_weights_and_checkpoints_name_the_file(tmp_path, data_root, capsys):
+def test_bad_weights_and_checkpoints_name_the_file(tmp_path, quick_data, capsys):
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"\x80\x02not a pickle" * 50)
-    argv = ["train", "--model", "resnet18", "--weights", str(garbage), "--data-dir", str(data_root)]
+    argv = [
+        "train",
+        "--model",
+        "resnet18",
+        "--weights",
+        str(garbage),
+        "--data-dir",
+        str(quick_data),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert str(garbage) in err and "weights_only=False" not in err and "Traceback" not in err
@@ -168,7 +178,7 @@ def test_bad_weights_and_checkpoints_name_the_file(tmp_path, data_root, capsys):
     run = tmp_path / "run"
     run.mkdir()
     torch.save({"model": {}}, run / "checkpoint.pt")  # no config
-    assert main(["evaluate", str(run), "--data-dir", str(data_root)]) == 2
+    assert main(["evaluate", str(run), "--data-dir", str(quick_data)]) == 2
     err = capsys.readouterr().err
     assert str(run / "checkpoint.pt") in err and "config" in err and "'config'" not in err[:20]
 
@@ -182,11 +192,11 @@ def test_bad_weights_and_checkpoints_name_the_file(tmp_path, data_root, capsys):
     }
     ck["config"]["model"] = "unet"
     torch.save(ck, run / "checkpoint.pt")
-    assert main(["evaluate", str(run), "--data-dir", str(data_root)]) == 2
+    assert main(["evaluate", str(run), "--data-dir", str(quick_data)]) == 2
     err = capsys.readouterr().err
     assert str(run / "checkpoint.pt") in err and len(err) < 400
 
     ck["config"]["num_energy_levels"] = 16  # an instance checkpoint given to `segkit evaluate`
     torch.save(ck, run / "checkpoint.pt")
-    assert main(["evaluate", str(run), "--data-dir", str(data_root)]) == 2
+    assert main(["evaluate", str(run), "--data-dir", str(quick_data)]) == 2
     assert "instance" in capsys.readouterr().err
