@@ -60,7 +60,7 @@ def test_reuses_the_quick_run_and_trains_nothing(executed):
     nb, runs, before = executed
     assert len(before) >= 6  # five semantic models, the instance model (and the study's runs)
     retrained = [str(p) for p, t in before.items() if p.stat().st_mtime != t]
-    assert not retrained, f"the notebook retrained (its configs differ from reproduce's): {retrained}"
+    assert not retrained, f"the notebook retrained (configs differ from reproduce's): {retrained}"
     text = "".join(o.get("text", "") for c in nb.cells for o in _outputs(c))
     assert "QUICK mode" in text and "quick run" in text and "full run" in text
 
