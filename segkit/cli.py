@@ -143,7 +143,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     runs = args.runs or (QUICK_OUT_DIR if args.quick else "runs")
     res = reproduce.reproduce(
         out, runs, quick=args.quick, device=args.device, force=args.force,
-        data_dir=args.data_dir, readme=args.readme,
+        data_dir=args.data_dir, readme=args.readme, jobs=args.jobs,
     )  # fmt: skip
     for name, r in res["models"].items():
         print(
@@ -309,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir(p)
     p.add_argument("--force", action="store_true", help="retrain even if results exist")
     p.add_argument("--readme", default=None, help="also refresh this README's results table")
+    p.add_argument(
+        "--jobs", type=int, default=None,
+        help="trainings side by side, one torch thread each (default: 2 on a CPU, 1 on CUDA)",
+    )  # fmt: skip
 
     p = _add(sub, "report", "tables from results.json, then build report/main.pdf", cmd_report)
     p.add_argument("--generated", default="report/generated", help="(default: report/generated)")

@@ -3,8 +3,10 @@ evaluation, and a run folder with checkpoint, history, results and figures."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -92,12 +94,14 @@ def run_experiment(
     figures: bool = True,
     resume: bool = False,
     reuse: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Train ``cfg`` and write ``<out_dir>/<name>/``: checkpoint.pt, history.json, results_val.json,
     loss_curve.png, confusion_val.png, predictions_test.png. Returns the val results dict (as in
     results_val.json) plus the training ``history``. ``resume`` continues an interrupted run from
     its ``checkpoint_last.pt``; ``reuse`` returns a finished run's results (same config) without
-    training, and resumes an unfinished one."""
+    training, and resumes an unfinished one. ``log`` gets one line per epoch (see
+    :func:`segkit.engine.train`)."""
     run_dir = Path(cfg.out_dir) / cfg.name
     if reuse:
         done = finished_results(run_dir, cfg.to_dict())
@@ -157,8 +161,10 @@ def run_experiment(
         name=cfg.name,
         cpu_bf16=cfg.cpu_bf16,
         ema_decay=cfg.ema_decay,
+        log=log,
     )
     results = evaluate_split(model, val_set, cfg.batch_size, cfg.amp, cfg.tta, cfg.cpu_bf16)
+    ablation = _lever_ablation(cfg, model, run_dir / "checkpoint.pt", val_set)
     out = {
         "run": cfg.name,
         "split": "val",
@@ -169,12 +175,33 @@ def run_experiment(
         "hardware": hardware(device),
         "class_weights": None if weights is None else weights.cpu().tolist(),
         "metrics": results.to_dict(),
+        "ablation": ablation,
     }
     write_json(history, run_dir / "history.json")
     write_json(out, run_dir / "results_val.json")
     if figures:
         save_run_figures(run_dir, device, cfg.data_dir)
     return {**out, "history": history}
+
+
+def _lever_ablation(
+    cfg: TrainConfig, model: torch.nn.Module, checkpoint: Path, val_set: SegmentationDataset
+) -> dict[str, dict[str, float]]:
+    """Val numbers of the selected checkpoint without each evaluation-side lever of the recipe:
+    ``no_tta`` (plain forward pass) and ``no_ema`` (the raw weights saved beside the average).
+    The reported numbers always use the recipe's setting, fixed before training."""
+    keys = ("mean_ap", "miou", "pixel_acc")
+    out: dict[str, dict[str, float]] = {}
+    if cfg.tta:
+        r = evaluate_split(model, val_set, cfg.batch_size, cfg.amp, False, cfg.cpu_bf16)
+        out["no_tta"] = {k: getattr(r, k) for k in keys}
+    ck = load_checkpoint(checkpoint) if cfg.ema_decay and checkpoint.is_file() else {}
+    if ck.get("raw_model") is not None:
+        raw = copy.deepcopy(model)
+        raw.load_state_dict(ck["raw_model"])
+        r = evaluate_split(raw, val_set, cfg.batch_size, cfg.amp, cfg.tta, cfg.cpu_bf16)
+        out["no_ema"] = {k: getattr(r, k) for k in keys}
+    return out
 
 
 def load_run_model(run_dir: str | os.PathLike, device: torch.device | None = None):

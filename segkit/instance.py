@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,7 @@ def train_instance(
     grid: dict[str, tuple] | None = None,
     resume: bool = False,
     reuse: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train on train, pick the checkpoint (val loss) and watershed thresholds (val AP over
     ``grid``, default :data:`POSTPROCESS_GRID`), and write ``<out_dir>/<name>/``: checkpoint.pt,
@@ -259,6 +261,7 @@ def train_instance(
         channels_last=resolve_channels_last(cfg.channels_last, device),
         progress=progress,
         name=cfg.name,
+        log=log,
     )
     maps = predict_maps(model, val_set)
     gts = [val_set.raw(i)[1].numpy() for i in range(len(val_set))]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import multiprocessing
+import os
 import shutil
 import time
 from pathlib import Path
@@ -19,7 +21,16 @@ from tqdm.auto import tqdm
 
 from . import viz
 from .checkpoint import finished_results
-from .config import QUICK_INSTANCE, QUICK_SEMANTIC, SEMANTIC_MODELS, InstanceConfig, recipe
+from .config import (
+    INSTANCE_EPOCH_SECONDS,
+    MODEL_TABLE,
+    QUICK_INSTANCE,
+    QUICK_SEMANTIC,
+    SEMANTIC_MODELS,
+    InstanceConfig,
+    RunConfig,
+    recipe,
+)
 from .data import SegmentationDataset
 from .experiment import (
     baseline_predictions_figure,
@@ -30,8 +41,15 @@ from .experiment import (
 )
 from .instance import evaluate_instance_run, train_instance
 from .report import update_readme, write_tables
-from .study import AUGMENT_EPOCHS, AUGMENT_MODEL, AUGMENT_SETTINGS, augmentation_study
-from .utils import hardware, write_json
+from .study import (
+    AUGMENT_EPOCHS,
+    AUGMENT_MODEL,
+    AUGMENT_SETTINGS,
+    augmentation_configs,
+    loss_configs,
+    study_rows,
+)
+from .utils import SegkitError, get_device, hardware, write_json
 
 QUICK_BASELINE_LIMIT = 16  # images per split for the quick baseline
 QUICK_TEST_LIMIT = 8  # test images evaluated per model in quick mode
@@ -66,19 +84,32 @@ def reproduce(
     data_dir: str | None = None,
     readme: str | None = None,
     instance: bool = True,
+    jobs: int | None = None,
 ) -> dict:
     """Run (or reuse) every experiment and write tables, figures and results.json to ``out``.
 
     Resumable: finished runs (``results_val.json``) are reused when their config matches,
     interrupted ones continue from ``checkpoint_last.pt``. The wall time of this call is printed
-    and recorded as ``reproduce_wall_minutes``."""
+    and recorded as ``reproduce_wall_minutes``. ``jobs``: trainings run side by side, one torch
+    thread each (default: 2 on a CPU with at least 2 cores, else 1); evaluation, figures and
+    tables follow in this process."""
     t0 = time.perf_counter()
     out_dir, runs_dir = Path(out), Path(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = default_jobs(device) if jobs is None else jobs
+    if jobs < 1:
+        raise SegkitError(f"jobs must be at least 1 (got {jobs})")
     common = dict(
         device=device, out_dir=str(runs_dir), data_dir=data_dir, **(QUICK_SEMANTIC if quick else {})
     )
-    steps = ["baseline", "augmentation", *SEMANTIC_MODELS] + (["instance"] if instance else [])
+    if jobs > 1:
+        common["num_threads"] = 1  # a resume-safe field: runs stay reusable either way
+        train_side_by_side(_trainings(common, quick, instance), jobs, force)
+        force_train = False  # just (re)trained above
+    else:
+        force_train = force
+    steps = ["baseline", "augmentation", "loss", *SEMANTIC_MODELS]
+    steps += ["instance"] if instance else []
     bar = tqdm(steps, desc="reproduce", dynamic_ncols=True)
     results: dict = {
         "date": dt.date.today().isoformat(),
@@ -119,21 +150,28 @@ def reproduce(
             (out_dir / "fig_baseline_predictions.png").unlink()
         elif step == "augmentation":
             cfg = recipe(AUGMENT_MODEL, **{"epochs": AUGMENT_EPOCHS, **common})
-            results["augmentation"] = augmentation_study(cfg, force=force, progress=False)
+            results["augmentation"] = study_rows(
+                augmentation_configs(cfg), force=force_train, progress=False
+            )
             results["augmentation_model"] = cfg.model
             train = SegmentationDataset("train", data_dir, limit=2)
             fig = viz.show_augmentations(train, 0, AUGMENT_SETTINGS, n=2)
             fig.savefig(out_dir / "fig_augment.png", dpi=110, bbox_inches="tight")
             _copy(out_dir / "fig_augment.png", out_dir / "fig_augment.jpg")
             (out_dir / "fig_augment.png").unlink()
+        elif step == "loss":
+            cfg = recipe(AUGMENT_MODEL, **{"epochs": AUGMENT_EPOCHS, **common})
+            results["loss_study"] = study_rows(loss_configs(cfg), force=force_train, progress=False)
         elif step == "instance":
-            results["instance"] = _instance(runs_dir, out_dir, quick, device, force, data_dir)
+            results["instance"] = _instance(
+                runs_dir, out_dir, _instance_config(common, quick), force, force_train
+            )
         else:
             cfg = recipe(step, **common)
             run_dir = runs_dir / cfg.name
-            val = _reusable(run_dir, cfg.to_dict(), force)
+            val = _reusable(run_dir, cfg.to_dict(), force_train)
             if val is None:
-                resume = not force and (run_dir / "checkpoint_last.pt").is_file()
+                resume = not force_train and (run_dir / "checkpoint_last.pt").is_file()
                 val = run_experiment(cfg, figures=False, resume=resume)
             test = None if force else _read(run_dir / "results_test.json")
             if test is None:  # the one evaluation on test, after selection on val
@@ -154,6 +192,7 @@ def reproduce(
                 "train_seconds": val["train_seconds"],
                 "hardware": val["hardware"],
                 "val": val["metrics"],
+                "val_ablation": val.get("ablation", {}),
                 "test": test["metrics"],
             }
     seeds = _read(out_dir / "seeds.json")  # `segkit seeds`, run separately (not in this budget)
@@ -168,19 +207,24 @@ def reproduce(
     return results
 
 
+def _instance_config(common: dict, quick: bool) -> InstanceConfig:
+    keys = ("device", "out_dir", "data_dir", "num_threads")
+    return InstanceConfig(
+        **{k: common[k] for k in keys if k in common}, **(QUICK_INSTANCE if quick else {})
+    )
+
+
 def _instance(
-    runs_dir: Path, out_dir: Path, quick: bool, device: str, force: bool, data_dir: str | None
+    runs_dir: Path, out_dir: Path, cfg: InstanceConfig, force: bool, force_train: bool
 ) -> dict:
-    over = dict(device=device, out_dir=str(runs_dir), data_dir=data_dir)
-    cfg = InstanceConfig(**{**over, **(QUICK_INSTANCE if quick else {})})
     run_dir = runs_dir / cfg.name
-    val = _reusable(run_dir, cfg.to_dict(), force)
+    val = _reusable(run_dir, cfg.to_dict(), force_train)
     if val is None:
-        resume = not force and (run_dir / "checkpoint_last.pt").is_file()
+        resume = not force_train and (run_dir / "checkpoint_last.pt").is_file()
         val = train_instance(cfg, resume=resume)
     test = None if force else _read(run_dir / "results_test.json")
     if test is None:
-        test = evaluate_instance_run(run_dir, "test", device, data_dir)
+        test = evaluate_instance_run(run_dir, "test", cfg.device, cfg.data_dir)
     for name, ext in (("loss_curve", "png"), ("instances_test", "jpg"), ("energy_test", "jpg")):
         _copy(run_dir / f"{name}.png", out_dir / f"fig_instance_{name}.{ext}")
     return {
@@ -194,3 +238,60 @@ def _instance(
         "test": test["metrics"],
         "reference": test.get("reference"),
     }
+
+
+# ---- trainings side by side ----------------------------------------------------------------
+
+
+def default_jobs(device: str) -> int:
+    """2 trainings side by side on a CPU with at least 2 cores (one thread each), else 1."""
+    return 2 if get_device(device).type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+
+
+def _trainings(common: dict, quick: bool, instance: bool) -> list[RunConfig]:
+    """Every training of the reproduction, longest expected first (see ``epoch_seconds``)."""
+    study = recipe(AUGMENT_MODEL, **{"epochs": AUGMENT_EPOCHS, **common})
+    runs: list[RunConfig] = [*augmentation_configs(study), *loss_configs(study)]
+    runs += [recipe(m, **common) for m in SEMANTIC_MODELS]
+    runs += [_instance_config(common, quick)] if instance else []
+
+    def cost(cfg: RunConfig) -> float:
+        if isinstance(cfg, InstanceConfig):
+            return cfg.epochs * INSTANCE_EPOCH_SECONDS
+        return cfg.epochs * MODEL_TABLE[cfg.model].epoch_seconds  # type: ignore[attr-defined]
+
+    return sorted(runs, key=cost, reverse=True)
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+def _train_one(job: tuple[RunConfig, bool]) -> tuple[str, float]:
+    """Worker: train (or reuse, or resume) one run; returns its name and wall minutes."""
+    cfg, force = job
+    t0 = time.perf_counter()
+    kw = dict(progress=False, figures=False, reuse=not force, log=_log)
+    if isinstance(cfg, InstanceConfig):
+        train_instance(cfg, **kw)  # type: ignore[arg-type]
+    else:
+        run_experiment(cfg, **kw)  # type: ignore[arg-type]
+    return cfg.name, (time.perf_counter() - t0) / 60
+
+
+def train_side_by_side(configs: list[RunConfig], jobs: int, force: bool = False) -> None:
+    """Train ``configs`` in ``jobs`` worker processes, in the given order (longest first); one
+    line per epoch and per finished run. Finished runs with the same config are reused and
+    unfinished ones resume, so an interrupted call loses at most one epoch per worker. The first
+    failure stops the others (their last checkpoints stay) and is raised here."""
+    todo = [c for c in configs if force or finished_results(Path(c.out_dir) / c.name, c.to_dict())
+            is None]  # fmt: skip
+    if not todo:
+        return
+    tqdm.write(f"training {len(todo)} runs, {jobs} side by side: {', '.join(c.name for c in todo)}")
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
+    with ctx.Pool(jobs, maxtasksperchild=1) as pool:
+        # chunksize 1: workers take the runs in order; results come as runs finish, and a
+        # worker's error is raised here at once (leaving `with` terminates the other workers)
+        for name, minutes in pool.imap_unordered(_train_one, [(c, force) for c in todo], 1):
+            tqdm.write(f"finished {name} in {minutes:.1f} min")

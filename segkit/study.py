@@ -36,6 +36,62 @@ def study_config(base: TrainConfig, label: str, aug: Augment) -> TrainConfig:
     )
 
 
+def augmentation_configs(
+    base: TrainConfig | None = None, settings: dict[str, Augment] | None = None
+) -> list[TrainConfig]:
+    """One config per augmentation setting (run folders ``aug_<setting>``)."""
+    base = base or recipe(AUGMENT_MODEL, epochs=AUGMENT_EPOCHS)
+    return [study_config(base, k, a) for k, a in (settings or AUGMENT_SETTINGS).items()]
+
+
+# The training-side levers of the recipes, each measured against the recipe at the study budget.
+# (EMA and flip TTA are measured inside every run: results_val.json "ablation".)
+LOSS_SETTINGS: dict[str, dict] = {
+    "recipe (sqrt weights)": {},
+    "inverse weights": dict(class_weighting="inverse"),
+}
+
+
+def loss_configs(base: TrainConfig | None = None) -> list[TrainConfig]:
+    """One config per :data:`LOSS_SETTINGS` row (run folders ``loss_<n>``)."""
+    base = base or recipe(AUGMENT_MODEL, epochs=AUGMENT_EPOCHS)
+    return [
+        dataclasses.replace(
+            base, **over, run_name=f"loss_{i}", extra={**base.extra, "setting": label}
+        )
+        for i, (label, over) in enumerate(LOSS_SETTINGS.items())
+    ]
+
+
+def study_rows(configs: list[TrainConfig], *, force: bool = False, progress: bool = True) -> list:
+    """Train (or read back) each config; one row per run: val mean AP, mIoU, pixel accuracy.
+
+    Runs whose ``results_val.json`` already exists are read back unless ``force``."""
+    rows = []
+    for cfg in configs:
+        done = Path(cfg.out_dir) / cfg.name / "results_val.json"
+        out = (
+            json.loads(done.read_text())
+            if done.is_file() and not force
+            else run_experiment(cfg, progress=progress)
+        )
+        m = out["metrics"]
+        rows.append(
+            {
+                "augment": cfg.extra.get("augment"),
+                "setting": cfg.extra.get("setting", cfg.extra.get("augment")),
+                "run": cfg.name,
+                "epochs": cfg.epochs,
+                "mean_ap": m["mean_ap"],
+                "mean_ap_step": m["mean_ap_step"],
+                "miou": m["miou"],
+                "pixel_acc": m["pixel_acc"],
+                "train_seconds": out.get("train_seconds"),
+            }
+        )
+    return rows
+
+
 def augmentation_study(
     base: TrainConfig | None = None,
     settings: dict[str, Augment] | None = None,
@@ -48,30 +104,7 @@ def augmentation_study(
     Runs whose ``results_val.json`` already exists are read back instead of retrained unless
     ``force``.
     """
-    base = base or recipe(AUGMENT_MODEL, epochs=AUGMENT_EPOCHS)
-    rows = []
-    for label, aug in (settings or AUGMENT_SETTINGS).items():
-        cfg = study_config(base, label, aug)
-        done = Path(cfg.out_dir) / cfg.name / "results_val.json"
-        out = (
-            json.loads(done.read_text())
-            if done.is_file() and not force
-            else run_experiment(cfg, progress=progress)
-        )
-        m = out["metrics"]
-        rows.append(
-            {
-                "augment": label,
-                "run": cfg.name,
-                "epochs": cfg.epochs,
-                "mean_ap": m["mean_ap"],
-                "mean_ap_step": m["mean_ap_step"],
-                "miou": m["miou"],
-                "pixel_acc": m["pixel_acc"],
-                "train_seconds": out.get("train_seconds"),
-            }
-        )
-    return rows
+    return study_rows(augmentation_configs(base, settings), force=force, progress=progress)
 
 
 def format_rows(rows: list[dict]) -> str:
