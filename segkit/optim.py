@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from .config import InstanceConfig, TrainConfig
 
@@ -37,7 +37,25 @@ def build_optimizer(cfg: TrainConfig | InstanceConfig, model: torch.nn.Module, s
     return opt, sched
 
 
+def ema_decay_at(decay: float, step: int) -> float:
+    """The decay used at update ``step`` (0-based): ``min(decay, (1 + step) / (10 + step))``.
+
+    The warmup keeps the average from holding on to the first steps' weights in short runs
+    (with a constant 0.995, 144 steps leave 49% of the weight on the first step)."""
+    return min(decay, (1 + step) / (10 + step))
+
+
 def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
-    """An exponential moving average of ``model``'s weights and BatchNorm buffers, updated with
-    ``ema.update_parameters(model)`` after every optimiser step; evaluate ``ema.module``."""
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    """An exponential moving average of ``model``'s weights and BatchNorm statistics (decay with
+    warmup: :func:`ema_decay_at`), updated with ``ema.update_parameters(model)`` after every
+    optimiser step; evaluate ``ema.module``. Integer buffers (BatchNorm's batch counter) are
+    copied, not averaged."""
+
+    @torch.no_grad()
+    def update(averaged: list, current: list, num_averaged: torch.Tensor) -> None:
+        if not torch.is_floating_point(averaged[0]):
+            torch._foreach_copy_(averaged, current)
+            return
+        torch._foreach_lerp_(averaged, current, 1.0 - ema_decay_at(decay, int(num_averaged)))
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)

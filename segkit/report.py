@@ -20,6 +20,7 @@ from .report_tables import (
     fmt,
     model_label,
     run_hardware,
+    table_ablation,
     table_augment,
     table_baseline,
     table_instance,
@@ -38,6 +39,7 @@ TABLES = {
     "tab_augment.tex": table_augment,
     "tab_baseline.tex": table_baseline,
     "tab_instance.tex": table_instance,
+    "tab_ablation.tex": table_ablation,
 }
 
 
