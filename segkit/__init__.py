@@ -13,7 +13,7 @@ from .data import NO_AUGMENT, Augment, SegmentationDataset, label_counts, make_l
 from .engine import evaluate, train, train_one_epoch, validate_model
 from .experiment import evaluate_run, load_run_model, results_table, run_baseline, run_experiment
 from .instance import evaluate_instance_run, train_instance
-from .losses import class_weights, cross_entropy_criterion
+from .losses import class_weights, cross_entropy_criterion, weighting
 from .metrics import compute_ap, compute_confusion_matrix, segmentation_eval
 from .models import (
     BaseConv,
@@ -45,6 +45,7 @@ __all__ = [
     "CLASSES", "IGNORE_INDEX", "NUM_CLASSES", "NO_AUGMENT", "QUICK_INSTANCE", "QUICK_SEMANTIC",
     "Augment", "EffNetUNet", "InstanceConfig", "TrainConfig", "class_weights", "create_model",
     "get_device", "label_counts", "list_models", "make_loader", "recipe", "seed_everything",
+    "weighting",
     # running and evaluating
     "AUGMENT_EPOCHS", "AUGMENT_SETTINGS", "augmentation_study", "evaluate", "evaluate_instance_run",
     "evaluate_run", "format_rows", "load_run_model", "predict_image", "results_table",

@@ -128,8 +128,9 @@ def cmd_seeds(args: argparse.Namespace) -> int:
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
     rows = study.seed_study(
-        tuple(args.models), tuple(args.seeds), args.epochs, force=args.force, **overrides
-    )
+        tuple(args.models), tuple(args.seeds), args.epochs, force=args.force, jobs=args.jobs,
+        **overrides,
+    )  # fmt: skip
     write_json(rows, args.out)
     for r in rows:
         aps = ", ".join(f"{x['mean_ap']:.3f}" for x in r["runs"])
@@ -190,6 +191,13 @@ def _device(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: auto)"
     )
+
+
+def _jobs(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--jobs", type=int, default=None,
+        help="trainings side by side, one torch thread each (default: 2 on a CPU, 1 on CUDA)",
+    )  # fmt: skip
 
 
 def _data_parser(sub: Any) -> None:
@@ -259,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir(p)
     p.add_argument("--out-dir", default="runs", help="(default: runs)")
     p.add_argument("--force", action="store_true", help="retrain runs that already have results")
+    _jobs(p)
     p.add_argument("--quick", action="store_true", help="quick mode")
     settings = tuple(study.AUGMENT_SETTINGS)
     p.add_argument(
@@ -278,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="runs", help="run folders (default: runs)")
     p.add_argument("--out", default="report/generated/seeds.json", help="(default: %(default)s)")
     p.add_argument("--force", action="store_true", help="retrain runs that already have results")
+    _jobs(p)
 
     inst = sub.add_parser("instance", help="Penn-Fudan instance segmentation (train, evaluate)")
     isub = inst.add_subparsers(dest="instance_command", required=True, metavar="{train,evaluate}")
@@ -309,10 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir(p)
     p.add_argument("--force", action="store_true", help="retrain even if results exist")
     p.add_argument("--readme", default=None, help="also refresh this README's results table")
-    p.add_argument(
-        "--jobs", type=int, default=None,
-        help="trainings side by side, one torch thread each (default: 2 on a CPU, 1 on CUDA)",
-    )  # fmt: skip
+    _jobs(p)
 
     p = _add(sub, "report", "tables from results.json, then build report/main.pdf", cmd_report)
     p.add_argument("--generated", default="report/generated", help="(default: report/generated)")

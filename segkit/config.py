@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .constants import NUM_CLASSES
+from .constants import CLASS_WEIGHTINGS, NUM_CLASSES
 
 DEFAULT_WEIGHTS = "default"  # the model's own default (ImageNet for effnet_unet, none otherwise)
 
@@ -133,7 +133,7 @@ class TrainConfig(RunConfig):
         "inverse",
         "loss weights per class from the FULL train split's pixel counts: inverse frequency "
         "(mean 1, then capped), sqrt (square root of it, capped, then mean 1) or none",
-        choices=("inverse", "sqrt", "none"),
+        choices=CLASS_WEIGHTINGS,
     )
     weight_cap: float = opt(10.0, "largest class weight")
     dice_weight: float = opt(0.0, "weight of a soft Dice term beside the cross-entropy")

@@ -28,3 +28,6 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (255, 215, 0),  # foreground
     (128, 128, 128),  # misc
 )
+
+# the class weightings of the loss (segkit.losses.weighting; TrainConfig.class_weighting)
+CLASS_WEIGHTINGS = ("inverse", "sqrt", "none")

@@ -26,7 +26,7 @@ from .checkpoint import (
 from .config import TrainConfig, model_label
 from .data import Augment, SegmentationDataset, make_loader, split_label_counts
 from .engine import evaluate, train
-from .losses import class_weights, segmentation_loss
+from .losses import segmentation_loss, weighting
 from .metrics import SegmentationResults, segmentation_eval
 from .models import create_model
 from .optim import build_optimizer
@@ -134,10 +134,7 @@ def run_experiment(
         # from the whole train split's labels, also in quick runs (a 16-image subset gives sky
         # weight 0 and misc 8): the loss is the same function of the model in every mode
         counts = split_label_counts("train", cfg.data_dir)
-        sqrt = cfg.class_weighting == "sqrt"
-        weights = class_weights(
-            counts, cap=cfg.weight_cap, power=0.5 if sqrt else 1.0, cap_first=sqrt
-        ).to(device)
+        weights = weighting(cfg.class_weighting, counts, cfg.weight_cap).to(device)  # type: ignore[union-attr]
     criterion = partial(segmentation_loss, weights=weights, dice_weight=cfg.dice_weight)
     optimizer, scheduler = build_optimizer(cfg, model, cfg.epochs * len(train_loader))
     model, history = train(

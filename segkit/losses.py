@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .constants import IGNORE_INDEX
+from .constants import CLASS_WEIGHTINGS, IGNORE_INDEX
 
 
 def cross_entropy_criterion(
@@ -77,6 +77,17 @@ def class_weights(
     if not cap_first and cap is not None:
         w = w.clamp(max=cap)
     return w.float()
+
+
+def weighting(scheme: str, counts: torch.Tensor, cap: float = 10.0) -> torch.Tensor | None:
+    """The loss weights of a config's ``class_weighting``: ``"inverse"`` (inverse frequency, mean
+    1, then capped), ``"sqrt"`` (its square root, capped, then mean 1) or ``"none"`` (None)."""
+    if scheme not in CLASS_WEIGHTINGS:
+        raise ValueError(f"unknown class weighting {scheme!r}; choose one of {CLASS_WEIGHTINGS}")
+    if scheme == "none":
+        return None
+    sqrt = scheme == "sqrt"
+    return class_weights(counts, cap=cap, power=0.5 if sqrt else 1.0, cap_first=sqrt)
 
 
 def dice_loss(

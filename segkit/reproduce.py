@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import multiprocessing
-import os
 import shutil
 import time
 from pathlib import Path
@@ -40,6 +38,7 @@ from .experiment import (
     save_run_figures,
 )
 from .instance import evaluate_instance_run, train_instance
+from .parallel import resolve_jobs, train_side_by_side
 from .report import update_readme, write_tables
 from .study import (
     AUGMENT_EPOCHS,
@@ -49,7 +48,7 @@ from .study import (
     loss_configs,
     study_rows,
 )
-from .utils import SegkitError, get_device, hardware, write_json
+from .utils import hardware, write_json
 
 QUICK_BASELINE_LIMIT = 16  # images per split for the quick baseline
 QUICK_TEST_LIMIT = 8  # test images evaluated per model in quick mode
@@ -96,9 +95,7 @@ def reproduce(
     t0 = time.perf_counter()
     out_dir, runs_dir = Path(out), Path(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = default_jobs(device) if jobs is None else jobs
-    if jobs < 1:
-        raise SegkitError(f"jobs must be at least 1 (got {jobs})")
+    jobs = resolve_jobs(jobs, device)
     common = dict(
         device=device, out_dir=str(runs_dir), data_dir=data_dir, **(QUICK_SEMANTIC if quick else {})
     )
@@ -240,14 +237,6 @@ def _instance(
     }
 
 
-# ---- trainings side by side ----------------------------------------------------------------
-
-
-def default_jobs(device: str) -> int:
-    """2 trainings side by side on a CPU with at least 2 cores (one thread each), else 1."""
-    return 2 if get_device(device).type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
-
-
 def _trainings(common: dict, quick: bool, instance: bool) -> list[RunConfig]:
     """Every training of the reproduction, longest expected first (see ``epoch_seconds``)."""
     study = recipe(AUGMENT_MODEL, **{"epochs": AUGMENT_EPOCHS, **common})
@@ -261,37 +250,3 @@ def _trainings(common: dict, quick: bool, instance: bool) -> list[RunConfig]:
         return cfg.epochs * MODEL_TABLE[cfg.model].epoch_seconds  # type: ignore[attr-defined]
 
     return sorted(runs, key=cost, reverse=True)
-
-
-def _log(line: str) -> None:
-    print(line, flush=True)
-
-
-def _train_one(job: tuple[RunConfig, bool]) -> tuple[str, float]:
-    """Worker: train (or reuse, or resume) one run; returns its name and wall minutes."""
-    cfg, force = job
-    t0 = time.perf_counter()
-    kw = dict(progress=False, figures=False, reuse=not force, log=_log)
-    if isinstance(cfg, InstanceConfig):
-        train_instance(cfg, **kw)  # type: ignore[arg-type]
-    else:
-        run_experiment(cfg, **kw)  # type: ignore[arg-type]
-    return cfg.name, (time.perf_counter() - t0) / 60
-
-
-def train_side_by_side(configs: list[RunConfig], jobs: int, force: bool = False) -> None:
-    """Train ``configs`` in ``jobs`` worker processes, in the given order (longest first); one
-    line per epoch and per finished run. Finished runs with the same config are reused and
-    unfinished ones resume, so an interrupted call loses at most one epoch per worker. The first
-    failure stops the others (their last checkpoints stay) and is raised here."""
-    todo = [c for c in configs if force or finished_results(Path(c.out_dir) / c.name, c.to_dict())
-            is None]  # fmt: skip
-    if not todo:
-        return
-    tqdm.write(f"training {len(todo)} runs, {jobs} side by side: {', '.join(c.name for c in todo)}")
-    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
-    with ctx.Pool(jobs, maxtasksperchild=1) as pool:
-        # chunksize 1: workers take the runs in order; results come as runs finish, and a
-        # worker's error is raised here at once (leaving `with` terminates the other workers)
-        for name, minutes in pool.imap_unordered(_train_one, [(c, force) for c in todo], 1):
-            tqdm.write(f"finished {name} in {minutes:.1f} min")

@@ -11,6 +11,7 @@ from pathlib import Path
 from .config import TrainConfig, recipe
 from .data import Augment
 from .experiment import run_experiment
+from .parallel import resolve_jobs, train_side_by_side
 
 AUGMENT_MODEL = "effnet_unet"  # the fastest model to train here; every setting gets the same budget
 AUGMENT_EPOCHS = 2
@@ -118,7 +119,7 @@ def format_rows(rows: list[dict]) -> str:
 
 SEED_MODELS = ("effnet_unet", "unet")  # the best model and the scratch UNet
 SEEDS = (0, 1, 2)
-SEED_EPOCHS = 3  # a short budget: the spread of a configuration, not its best number
+SEED_EPOCHS = 2  # a short budget: the spread of a configuration, not its best number
 
 
 def seed_study(
@@ -127,23 +128,32 @@ def seed_study(
     epochs: int = SEED_EPOCHS,
     *,
     force: bool = False,
+    jobs: int | None = 1,
     **overrides: object,
 ) -> list[dict]:
     """Train each model's recipe with each seed at a short budget (``epochs``); one entry per
     model ``{"model", "epochs", "runs": [{"seed", "mean_ap", "miou", "pixel_acc"}], "spread",
-    "std"}``: the run-to-run noise that a comparison of two numbers has to exceed."""
+    "std"}``: the run-to-run noise that a comparison of two numbers has to exceed. ``jobs``:
+    trainings side by side (``None``: 2 on a multi-core CPU; see :mod:`segkit.parallel`)."""
+    configs = {
+        (model, seed): dataclasses.replace(
+            recipe(model, epochs=epochs, seed=seed, run_name=f"seed_{model}_{seed}"),
+            **overrides,  # type: ignore[arg-type]
+        )
+        for model in models
+        for seed in seeds
+    }
+    device = str(next(iter(configs.values())).device) if configs else "auto"
+    jobs = resolve_jobs(jobs, device)
+    if jobs > 1:
+        todo = [dataclasses.replace(c, num_threads=1) for c in configs.values()]
+        train_side_by_side(todo, jobs, force)
+        force = False  # just trained
     out = []
     for model in models:
         runs = []
         for seed in seeds:
-            cfg = recipe(model, epochs=epochs, seed=seed, run_name=f"seed_{model}_{seed}")
-            cfg = dataclasses.replace(cfg, **overrides)  # type: ignore[arg-type]
-            done = Path(cfg.out_dir) / cfg.name / "results_val.json"
-            res = (
-                json.loads(done.read_text())
-                if done.is_file() and not force
-                else run_experiment(cfg, figures=False, reuse=not force)
-            )
+            res = run_experiment(configs[model, seed], figures=False, reuse=not force)
             m = res["metrics"]
             runs.append(
                 {"seed": seed, **{k: m[k] for k in ("mean_ap", "miou", "pixel_acc")},

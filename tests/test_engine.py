@@ -11,6 +11,7 @@ from segkit.engine import DivergenceError, evaluate, train, validate_model
 from segkit.losses import cross_entropy_criterion
 from segkit.metrics import segmentation_eval
 from segkit.models import create_model
+from segkit.optim import ema_decay_at, make_ema
 
 
 def _synthetic(n=8, size=32, seed=0):
@@ -304,6 +305,28 @@ def test_ema_weights_are_validated_saved_and_resumed(tmp_path):
                        epochs=2, resume_from=tmp_path / "b_last.pt",
                        **{**kw, "save_path": tmp_path / "b.pt"})  # fmt: skip
     assert resumed["val_loss"] == pytest.approx(full["val_loss"], rel=1e-6)
+
+
+def test_ema_follows_the_warmup_formula_by_hand():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    ema = make_ema(model, 0.995)
+    ref = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    ema.update_parameters(model)  # the first update copies
+    for step in range(1, 40):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model(torch.randn(2, 3, 8, 8))  # moves the BatchNorm statistics
+        d = min(0.995, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            ref[k] = v.clone() if not v.is_floating_point() else d * ref[k] + (1 - d) * v
+        ema.update_parameters(model)
+    got = ema.module.state_dict()
+    for k, v in ref.items():
+        torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-5)
+    # a constant 0.995 would still hold most of the first weights after 40 steps
+    assert ema_decay_at(0.995, 39) == pytest.approx(40 / 49)
 
 
 def test_cpu_bf16_autocast_trains_and_evaluates():

@@ -98,9 +98,7 @@ def test_every_question_shows_a_figure_or_a_table(executed):
                 section = m.group(1)
                 shown.setdefault(section, False)
             continue
-        has = any(
-            "image/png" in o.get("data", {}) or _is_table(o) for o in _outputs(cell)
-        )
+        has = any("image/png" in o.get("data", {}) or _is_table(o) for o in _outputs(cell))
         if section:
             shown[section] = shown[section] or has
     assert set(SECTIONS) <= set(shown), sorted(k for k in shown if k)

@@ -19,7 +19,7 @@ import pytest
 from segkit.config import MODEL_TABLE, model_label
 from segkit.report import TABLES, build_pdf, overfull_boxes, write_tables
 from segkit.report_numbers import numbers_macros
-from segkit.report_tables import run_hardware
+from segkit.report_tables import ABLATION_VARIANTS, run_hardware
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "report"
@@ -220,6 +220,20 @@ def check_tables(gen: Path) -> None:
     for r in res["augmentation"]:
         cells = rows[_tex(r["augment"])]
         assert cells == [str(r["epochs"]), _f(r["mean_ap"]), _f(r["miou"]), _f(r["pixel_acc"])]
+
+    # the ablation table: per model the reported, no-TTA and no-EMA val numbers, then the loss study
+    body = (gen / "tab_ablation.tex").read_text().split("\\midrule", 1)[1].split("\\bottomrule")[0]
+    cells = [[c.strip() for c in r.split("&")] for r in body.split("\\\\") if r.strip()]
+    expected = []
+    for key in keys[1:]:
+        variants = {"val": entries[key]["val"], **entries[key].get("val_ablation", {})}
+        for k, label in ABLATION_VARIANTS:
+            if k in variants:
+                m = variants[k]
+                expected.append([label, *(_f(m[x]) for x in ("mean_ap", "miou", "pixel_acc"))])
+    for r in res.get("loss_study", []):
+        expected.append([_tex(r["setting"]), *(_f(r[x]) for x in ("mean_ap", "miou", "pixel_acc"))])
+    assert [c[1:] for c in cells] == expected
 
     rows = _rows((gen / "tab_baseline.tex").read_text())
     for split in ("val", "test"):

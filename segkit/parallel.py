@@ -1,0 +1,64 @@
+"""Trainings side by side: worker processes (spawned, one torch thread each) that train, reuse
+or resume run folders; used by ``segkit reproduce`` and ``segkit seeds`` on a multi-core CPU."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .checkpoint import finished_results
+from .config import InstanceConfig, RunConfig
+from .experiment import run_experiment
+from .instance import train_instance
+from .utils import SegkitError, get_device
+
+
+def default_jobs(device: str) -> int:
+    """2 trainings side by side on a CPU with at least 2 cores (one thread each), else 1."""
+    return 2 if get_device(device).type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+
+
+def resolve_jobs(jobs: int | None, device: str) -> int:
+    """``jobs`` checked (at least 1), or :func:`default_jobs` when ``None``."""
+    jobs = default_jobs(device) if jobs is None else jobs
+    if jobs < 1:
+        raise SegkitError(f"jobs must be at least 1 (got {jobs})")
+    return jobs
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+def _train_one(job: tuple[RunConfig, bool]) -> tuple[str, float]:
+    """Worker: train (or reuse, or resume) one run; returns its name and wall minutes."""
+    cfg, force = job
+    t0 = time.perf_counter()
+    kw = dict(progress=False, figures=False, reuse=not force, log=_log)
+    if isinstance(cfg, InstanceConfig):
+        train_instance(cfg, **kw)  # type: ignore[arg-type]
+    else:
+        run_experiment(cfg, **kw)  # type: ignore[arg-type]
+    return cfg.name, (time.perf_counter() - t0) / 60
+
+
+def train_side_by_side(configs: list[RunConfig], jobs: int, force: bool = False) -> None:
+    """Train ``configs`` in ``jobs`` worker processes, in the given order (longest first); one
+    line per epoch and per finished run. Finished runs with the same config are reused and
+    unfinished ones resume, so an interrupted call loses at most one epoch per worker. The first
+    failure stops the others (their last checkpoints stay) and is raised here."""
+    todo = [c for c in configs if force or finished_results(Path(c.out_dir) / c.name, c.to_dict())
+            is None]  # fmt: skip
+    if not todo:
+        return
+    tqdm.write(f"training {len(todo)} runs, {jobs} side by side: {', '.join(c.name for c in todo)}")
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
+    with ctx.Pool(jobs, maxtasksperchild=1) as pool:
+        # chunksize 1: workers take the runs in order; results come as runs finish, and a
+        # worker's error is raised here at once (leaving `with` terminates the other workers)
+        for name, minutes in pool.imap_unordered(_train_one, [(c, force) for c in todo], 1):
+            tqdm.write(f"finished {name} in {minutes:.1f} min")
