@@ -133,6 +133,26 @@ def numbers_macros(results: dict) -> str:
         shared("aug_scale", lambda s: "none" if s is None else f"({_num(s[0])}, {_num(s[1])})"),
     )
     macro("ClassWeighting", shared("class_weighting", str))
+    macro("EmaDecay", shared("ema_decay"))
+
+    # the levers: the lever study's runs, and the in-run TTA / EMA ablations (val)
+    levers = results.get("levers") or []
+    for r in levers:
+        word = _macro_word(r.get("key") or "")
+        macro(f"Lever{word}AP", fmt(r["mean_ap"]))
+        macro(f"Lever{word}IoU", fmt(r["miou"]))
+        macro(f"Lever{word}Acc", fmt(r["pixel_acc"]))
+    if levers:
+        macro("LeverEpochs", "/".join(str(e) for e in _distinct(r["epochs"] for r in levers)))
+    measured = [(r["val"], r.get("val_ablation") or {}) for r in models.values() if r]
+    measured += [(r, r.get("ablation") or {}) for r in levers]
+    for lever, key in (("TTA", "no_tta"), ("EMA", "no_ema")):
+        gains = [m["mean_ap"] - a[key]["mean_ap"] for m, a in measured if key in a]
+        if gains:
+            macro(f"{lever}GainMin", f"{min(gains):+.3f}")
+            macro(f"{lever}GainMax", f"{max(gains):+.3f}")
+    if results.get("reproduce_wall_minutes") is not None:
+        macro("ReproduceWallMinutes", fmt(results["reproduce_wall_minutes"], 0))
 
     # class shares of the val pixels (rows of the baseline's val confusion matrix)
     conf = ((results.get("baseline") or {}).get("val") or {}).get("confusion")

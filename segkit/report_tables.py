@@ -210,43 +210,42 @@ def table_augment(results: dict) -> str:
 
 
 ABLATION_VARIANTS = (
-    ("val", "recipe (EMA, flip TTA)"),
+    ("val", "EMA, flip TTA"),
     ("no_tta", "without flip TTA"),
     ("no_ema", "without EMA"),
 )
 
 
 def table_ablation(results: dict) -> str:
-    """Each recipe lever's val numbers: per model the reported numbers and the same checkpoint
-    without flip TTA / without the weight average (``val_ablation``), then the loss study (the
-    class-weighting choice, short budget)."""
+    """The quality levers on val: the lever study (the same model and short budget per setting;
+    each run with flip TTA and EMA also without each), then every model whose recipe uses a
+    lever, reported and without it (``val_ablation``)."""
     rows = []
+
+    def variants(first: str, label: str, m: dict, ablation: dict) -> None:
+        rows.append([first, label, fmt(m["mean_ap"]), fmt(m["miou"]), fmt(m["pixel_acc"])])
+        for key, sub in ABLATION_VARIANTS[1:]:
+            if key in ablation:
+                a = ablation[key]
+                rows.append(["", f"\\quad {sub}", fmt(a["mean_ap"]), fmt(a["miou"]),
+                             fmt(a["pixel_acc"])])  # fmt: skip
+
+    model = _tex_escape(_config_label(results.get("augmentation_model", "effnet_unet")))
+    for i, r in enumerate(results.get("levers") or []):
+        first = f"{model}, {r['epochs']} ep." if i == 0 else ""
+        variants(first, _tex_escape(r["setting"]), r, r.get("ablation") or {})
     for name in MODEL_ORDER:
         entry = results.get("models", {}).get(name)
-        if not entry:
-            continue
-        variants = {"val": entry["val"], **entry.get("val_ablation", {})}
-        for i, (key, label) in enumerate(ABLATION_VARIANTS):
-            m = variants.get(key)
-            if m:
-                model = _tex_escape(_config_label(name)) if i == 0 else ""
-                rows.append([model, label, fmt(m["mean_ap"]), fmt(m["miou"]), fmt(m["pixel_acc"])])
-    study = results.get("loss_study", [])
-    for i, r in enumerate(study):
-        model = _config_label(results.get("augmentation_model", "effnet_unet"))
-        first = rf"\midrule {_tex_escape(model)}, {r['epochs']} ep." if i == 0 else ""
-        rows.append(
-            [first, _tex_escape(r["setting"]), fmt(r["mean_ap"]), fmt(r["miou"]),
-             fmt(r["pixel_acc"])]
-        )  # fmt: skip
+        if entry and entry.get("val_ablation"):
+            label = "recipe, " + ABLATION_VARIANTS[0][1]
+            variants(_tex_escape(_config_label(name)), label, entry["val"], entry["val_ablation"])
     return _tabular(
-        ["Model", "Variant", "val AP", "val mIoU", "val acc"],
+        ["Run", "Setting", "val AP", "val mIoU", "val acc"],
         rows,
         _NAME_COL + "lrrr",
-        "Ablation of the recipe's levers on the val split. Top: each model's selected checkpoint "
-        "as reported, without flip test-time augmentation, and with the raw instead of the "
-        "averaged weights. Bottom: the class weighting of the loss (square root of inverse "
-        "frequency vs inverse frequency), one short run each.",
+        "Quality levers on the val split, each row one training run (indented rows: the same "
+        "run's selected checkpoint evaluated without flip test-time augmentation, or with its raw "
+        "instead of its averaged weights).",
         "tab:ablation",
         wide=True,
     )

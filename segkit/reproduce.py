@@ -44,8 +44,9 @@ from .study import (
     AUGMENT_EPOCHS,
     AUGMENT_MODEL,
     AUGMENT_SETTINGS,
+    LEVER_EPOCHS,
     augmentation_configs,
-    loss_configs,
+    lever_configs,
     study_rows,
 )
 from .utils import hardware, write_json
@@ -105,7 +106,7 @@ def reproduce(
         force_train = False  # just (re)trained above
     else:
         force_train = force
-    steps = ["baseline", "augmentation", "loss", *SEMANTIC_MODELS]
+    steps = ["baseline", "augmentation", "levers", *SEMANTIC_MODELS]
     steps += ["instance"] if instance else []
     bar = tqdm(steps, desc="reproduce", dynamic_ncols=True)
     results: dict = {
@@ -156,9 +157,9 @@ def reproduce(
             fig.savefig(out_dir / "fig_augment.png", dpi=110, bbox_inches="tight")
             _copy(out_dir / "fig_augment.png", out_dir / "fig_augment.jpg")
             (out_dir / "fig_augment.png").unlink()
-        elif step == "loss":
-            cfg = recipe(AUGMENT_MODEL, **{"epochs": AUGMENT_EPOCHS, **common})
-            results["loss_study"] = study_rows(loss_configs(cfg), force=force_train, progress=False)
+        elif step == "levers":
+            cfg = recipe(AUGMENT_MODEL, **{"epochs": LEVER_EPOCHS, **common})
+            results["levers"] = study_rows(lever_configs(cfg), force=force_train, progress=False)
         elif step == "instance":
             results["instance"] = _instance(
                 runs_dir, out_dir, _instance_config(common, quick), force, force_train
@@ -240,7 +241,8 @@ def _instance(
 def _trainings(common: dict, quick: bool, instance: bool) -> list[RunConfig]:
     """Every training of the reproduction, longest expected first (see ``epoch_seconds``)."""
     study = recipe(AUGMENT_MODEL, **{"epochs": AUGMENT_EPOCHS, **common})
-    runs: list[RunConfig] = [*augmentation_configs(study), *loss_configs(study)]
+    levers = recipe(AUGMENT_MODEL, **{"epochs": LEVER_EPOCHS, **common})
+    runs: list[RunConfig] = [*augmentation_configs(study), *lever_configs(levers)]
     runs += [recipe(m, **common) for m in SEMANTIC_MODELS]
     runs += [_instance_config(common, quick)] if instance else []
 

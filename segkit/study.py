@@ -45,22 +45,29 @@ def augmentation_configs(
     return [study_config(base, k, a) for k, a in (settings or AUGMENT_SETTINGS).items()]
 
 
-# The training-side levers of the recipes, each measured against the recipe at the study budget.
-# (EMA and flip TTA are measured inside every run: results_val.json "ablation".)
-LOSS_SETTINGS: dict[str, dict] = {
-    "recipe (sqrt weights)": {},
-    "inverse weights": dict(class_weighting="inverse"),
+# The quality levers of issue 10, measured against the recipe at a short budget on val. A run
+# with flip TTA and EMA also reports itself without each (results_val.json "ablation").
+LEVERS: dict = dict(class_weighting="sqrt", ema_decay=0.995, tta=True)
+LEVER_EPOCHS = 3
+# key -> (label, overrides)
+LEVER_SETTINGS: dict[str, tuple[str, dict]] = {
+    "recipe": ("recipe (inverse weights)", {}),
+    "levers": ("sqrt weights + EMA + flip TTA", LEVERS),
+    "levers_inverse": ("inverse weights + EMA + flip TTA", dict(LEVERS, class_weighting="inverse")),
 }
 
 
-def loss_configs(base: TrainConfig | None = None) -> list[TrainConfig]:
-    """One config per :data:`LOSS_SETTINGS` row (run folders ``loss_<n>``)."""
-    base = base or recipe(AUGMENT_MODEL, epochs=AUGMENT_EPOCHS)
+def lever_configs(base: TrainConfig | None = None) -> list[TrainConfig]:
+    """One config per :data:`LEVER_SETTINGS` row (run folders ``lever_<key>``)."""
+    base = base or recipe(AUGMENT_MODEL, epochs=LEVER_EPOCHS)
     return [
         dataclasses.replace(
-            base, **over, run_name=f"loss_{i}", extra={**base.extra, "setting": label}
-        )
-        for i, (label, over) in enumerate(LOSS_SETTINGS.items())
+            base,
+            **over,
+            run_name=f"lever_{key}",
+            extra={**base.extra, "setting": label, "setting_key": key},
+        )  # fmt: skip
+        for key, (label, over) in LEVER_SETTINGS.items()
     ]
 
 
@@ -81,6 +88,7 @@ def study_rows(configs: list[TrainConfig], *, force: bool = False, progress: boo
             {
                 "augment": cfg.extra.get("augment"),
                 "setting": cfg.extra.get("setting", cfg.extra.get("augment")),
+                "key": cfg.extra.get("setting_key"),
                 "run": cfg.name,
                 "epochs": cfg.epochs,
                 "mean_ap": m["mean_ap"],
@@ -88,6 +96,7 @@ def study_rows(configs: list[TrainConfig], *, force: bool = False, progress: boo
                 "miou": m["miou"],
                 "pixel_acc": m["pixel_acc"],
                 "train_seconds": out.get("train_seconds"),
+                "ablation": out.get("ablation") or {},
             }
         )
     return rows
@@ -122,6 +131,23 @@ SEEDS = (0, 1, 2)
 SEED_EPOCHS = 2  # a short budget: the spread of a configuration, not its best number
 
 
+def seed_configs(
+    models: tuple[str, ...] = SEED_MODELS,
+    seeds: tuple[int, ...] = SEEDS,
+    epochs: int = SEED_EPOCHS,
+    **overrides: object,
+) -> dict[tuple[str, int], TrainConfig]:
+    """The seed study's configs (run folders ``seed_<model>_<seed>``), keyed by (model, seed)."""
+    return {
+        (model, seed): dataclasses.replace(
+            recipe(model, epochs=epochs, seed=seed, run_name=f"seed_{model}_{seed}"),
+            **overrides,  # type: ignore[arg-type]
+        )
+        for model in models
+        for seed in seeds
+    }
+
+
 def seed_study(
     models: tuple[str, ...] = SEED_MODELS,
     seeds: tuple[int, ...] = SEEDS,
@@ -135,14 +161,7 @@ def seed_study(
     model ``{"model", "epochs", "runs": [{"seed", "mean_ap", "miou", "pixel_acc"}], "spread",
     "std"}``: the run-to-run noise that a comparison of two numbers has to exceed. ``jobs``:
     trainings side by side (``None``: 2 on a multi-core CPU; see :mod:`segkit.parallel`)."""
-    configs = {
-        (model, seed): dataclasses.replace(
-            recipe(model, epochs=epochs, seed=seed, run_name=f"seed_{model}_{seed}"),
-            **overrides,  # type: ignore[arg-type]
-        )
-        for model in models
-        for seed in seeds
-    }
+    configs = seed_configs(models, seeds, epochs, **overrides)
     device = str(next(iter(configs.values())).device) if configs else "auto"
     jobs = resolve_jobs(jobs, device)
     if jobs > 1:
