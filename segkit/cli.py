@@ -7,6 +7,7 @@ Run ``segkit COMMAND --help`` for the flags of one command.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from .config import (
     recipe,
 )
 from .constants import SPLITS
+from .parallel import resolve_jobs, train_side_by_side
 from .utils import SegkitError, write_json
 
 DESCRIPTION = """\
@@ -105,21 +107,32 @@ def cmd_instance_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    settings = study.AUGMENT_SETTINGS
-    if args.only:
-        settings = {k: v for k, v in settings.items() if k in args.only}
-    overrides: dict[str, Any] = {
-        "epochs": args.epochs,
-        "out_dir": args.out_dir,
-        "device": args.device,
-    }
+    overrides: dict[str, Any] = {"out_dir": args.out_dir, "device": args.device}
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
     if args.quick:  # never beside the real runs that reproduce reuses
         overrides.update(QUICK_SEMANTIC, out_dir=QUICK_OUT_DIR)
-    rows = study.augmentation_study(recipe(args.model, **overrides), settings, force=args.force)
-    write_json(rows, Path(overrides["out_dir"]) / "augmentation_study.json")
+    if args.levers:
+        epochs = args.epochs or study.LEVER_EPOCHS
+        configs = study.lever_configs(recipe(args.model, **{"epochs": epochs, **overrides}))
+        out = Path(args.out or "report/generated/levers.json")
+    else:
+        settings = study.AUGMENT_SETTINGS
+        if args.only:
+            settings = {k: v for k, v in settings.items() if k in args.only}
+        epochs = args.epochs or study.AUGMENT_EPOCHS
+        base = recipe(args.model, **{"epochs": epochs, **overrides})
+        configs = study.augmentation_configs(base, settings)
+        out = Path(args.out or Path(overrides["out_dir"]) / "augmentation_study.json")
+    jobs = resolve_jobs(args.jobs, args.device)
+    if jobs > 1:
+        train_side_by_side(
+            [dataclasses.replace(c, num_threads=1) for c in configs], jobs, args.force
+        )
+    rows = study.study_rows(configs, force=args.force and jobs == 1)
+    write_json(rows, out)
     print(study.format_rows(rows))
+    print(f"wrote {out}")
     return 0
 
 
@@ -222,8 +235,17 @@ def _data_parser(sub: Any) -> None:
     _data_dir(p)
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated flags: a typo such as ``--lever`` is an error, never another command's
+    flag (``--levers`` starts half an hour of training). Subcommand parsers share the class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="segkit", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -258,11 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir(p)
     p.add_argument("--out", default="runs/baseline", help="(default: runs/baseline)")
 
-    p = _add(sub, "study", "Q1: augmentation study (same model and budget per setting)", cmd_study)
+    p = _add(
+        sub, "study", "Q1 augmentation study, or --levers: the lever study (same model and budget "
+        "per setting)", cmd_study,
+    )  # fmt: skip
+    p.add_argument("--levers", action="store_true",
+                   help="the lever study (class weights, EMA, flip TTA) instead of Q1")  # fmt: skip
     p.add_argument("--model", default=study.AUGMENT_MODEL, choices=tuple(RECIPES),
                    help=f"(default: {study.AUGMENT_MODEL})")  # fmt: skip
-    p.add_argument("--epochs", type=int, default=study.AUGMENT_EPOCHS,
-                   help=f"epochs per setting (default: {study.AUGMENT_EPOCHS})")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs per setting (default: {study.AUGMENT_EPOCHS}, "
+                        f"with --levers {study.LEVER_EPOCHS})")  # fmt: skip
+    p.add_argument("--out", default=None,
+                   help="rows as JSON (default: <out-dir>/augmentation_study.json; with "
+                        "--levers report/generated/levers.json)")  # fmt: skip
     _device(p)
     _data_dir(p)
     p.add_argument("--out-dir", default="runs", help="(default: runs)")

@@ -142,8 +142,19 @@ def build_pdf(report_dir: str | os.PathLike = "report") -> Path:
     return report_dir / "main.pdf"
 
 
+# studies run outside `segkit reproduce` (their own commands), merged into the results on load
+SIDE_FILES = {"seeds": "seeds.json", "levers": "levers.json"}
+
+
 def load_results(path: str | os.PathLike) -> dict:
+    """``results.json`` plus the separately run studies beside it (:data:`SIDE_FILES`: `segkit
+    seeds`, `segkit study --levers`) where results.json lacks them."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `segkit reproduce` first")
-    return json.loads(path.read_text())
+    results = json.loads(path.read_text())
+    for key, name in SIDE_FILES.items():
+        side = path.with_name(name)
+        if key not in results and side.is_file():
+            results[key] = json.loads(side.read_text())
+    return results

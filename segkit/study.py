@@ -118,10 +118,13 @@ def augmentation_study(
 
 
 def format_rows(rows: list[dict]) -> str:
-    lines = [f"{'augmentation':20s} {'mean AP':>8s} {'mIoU':>6s} {'pix acc':>8s}"]
+    """A study's rows as a plain-text table (setting, val mean AP, mIoU, pixel accuracy)."""
+    names = [r.get("setting") or r.get("augment") or "" for r in rows]  # older rows: "augment"
+    width = max([20, *map(len, names)])
+    lines = [f"{'setting':{width}s} {'mean AP':>8s} {'mIoU':>6s} {'pix acc':>8s}"]
     lines += [
-        f"{r['augment']:20s} {r['mean_ap']:8.3f} {r['miou']:6.3f} {r['pixel_acc']:8.3f}"
-        for r in rows
+        f"{n:{width}s} {r['mean_ap']:8.3f} {r['miou']:6.3f} {r['pixel_acc']:8.3f}"
+        for n, r in zip(names, rows, strict=True)
     ]
     return "\n".join(lines)
 

@@ -200,3 +200,13 @@ def test_bad_weights_and_checkpoints_name_the_file(tmp_path, quick_data, capsys)
     torch.save(ck, run / "checkpoint.pt")
     assert main(["evaluate", str(run), "--data-dir", str(quick_data)]) == 2
     assert "instance" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv", [["study", "--lever"], ["reproduce", "--job", "2"], ["train", "--epoch", "3"]]
+)
+def test_abbreviated_flags_are_refused(argv, capsys):
+    # argparse would read --lever as --levers and start half an hour of training
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err

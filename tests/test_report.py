@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from segkit.config import MODEL_TABLE, model_label
-from segkit.report import TABLES, build_pdf, overfull_boxes, write_tables
+from segkit.report import TABLES, build_pdf, load_results, overfull_boxes, write_tables
 from segkit.report_numbers import numbers_macros
 from segkit.report_tables import ABLATION_VARIANTS, run_hardware
 
@@ -182,8 +182,9 @@ def _label(key: str) -> str:
 
 
 def check_tables(gen: Path) -> None:
-    """Every generated table and quoted macro in ``gen`` against ``gen/results.json``."""
-    res = json.loads((gen / "results.json").read_text())
+    """Every generated table and quoted macro in ``gen`` against ``gen/results.json`` (with the
+    separately run studies beside it, as `segkit report` reads them)."""
+    res = load_results(gen / "results.json")
     entries = {"baseline": res["baseline"], **res["models"]}
     keys = ["baseline"] + [m for m in MODEL_TABLE if m in res["models"]]
 
@@ -221,19 +222,35 @@ def check_tables(gen: Path) -> None:
         cells = rows[_tex(r["augment"])]
         assert cells == [str(r["epochs"]), _f(r["mean_ap"]), _f(r["miou"]), _f(r["pixel_acc"])]
 
-    # the ablation table: per model the reported, no-TTA and no-EMA val numbers, then the loss study
-    body = (gen / "tab_ablation.tex").read_text().split("\\midrule", 1)[1].split("\\bottomrule")[0]
+    # the ablation table: the lever study's runs (each with its in-run TTA / EMA ablations), then
+    # every model whose recipe uses a lever
+    ablation_tex = (gen / "tab_ablation.tex").read_text()
+    body = ablation_tex.split("\\midrule", 1)[-1].split("\\bottomrule")[0]
     cells = [[c.strip() for c in r.split("&")] for r in body.split("\\\\") if r.strip()]
     expected = []
+
+    def variants(label: str, m: dict, ablation: dict) -> None:
+        expected.append([label, *(_f(m[x]) for x in ("mean_ap", "miou", "pixel_acc"))])
+        for key, sub in ABLATION_VARIANTS[1:]:
+            if key in ablation:
+                a = ablation[key]
+                expected.append(
+                    [f"\\quad {sub}", *(_f(a[x]) for x in ("mean_ap", "miou", "pixel_acc"))]
+                )
+
+    for r in res.get("levers", []):
+        variants(_tex(r["setting"]), r, r.get("ablation") or {})
     for key in keys[1:]:
-        variants = {"val": entries[key]["val"], **entries[key].get("val_ablation", {})}
-        for k, label in ABLATION_VARIANTS:
-            if k in variants:
-                m = variants[k]
-                expected.append([label, *(_f(m[x]) for x in ("mean_ap", "miou", "pixel_acc"))])
-    for r in res.get("loss_study", []):
-        expected.append([_tex(r["setting"]), *(_f(r[x]) for x in ("mean_ap", "miou", "pixel_acc"))])
-    assert [c[1:] for c in cells] == expected
+        if entries[key].get("val_ablation"):
+            variants(
+                f"recipe, {ABLATION_VARIANTS[0][1]}",
+                entries[key]["val"],
+                entries[key]["val_ablation"],
+            )
+    if expected:
+        assert [c[1:] for c in cells] == expected
+    else:
+        assert "\\begin{table}" not in ablation_tex
 
     rows = _rows((gen / "tab_baseline.tex").read_text())
     for split in ("val", "test"):

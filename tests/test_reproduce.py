@@ -10,7 +10,7 @@ from test_report import ROOT, check_tables, report_inputs
 from segkit.cli import main
 from segkit.config import SEMANTIC_MODELS
 from segkit.report import build_pdf
-from segkit.study import AUGMENT_SETTINGS, LOSS_SETTINGS
+from segkit.study import AUGMENT_SETTINGS, LEVER_SETTINGS
 
 
 def test_quick_writes_every_table_and_figure(quick_run):
@@ -22,11 +22,14 @@ def test_quick_writes_every_table_and_figure(quick_run):
         and res["instance"]["test"]["ap"] is not None
     )
     assert res["reproduce_wall_minutes"] > 0
-    # every recipe evaluates with flip TTA and EMA weights; the run also measures each without
-    assert all(set(m["val_ablation"]) == {"no_tta", "no_ema"} for m in res["models"].values())
-    models = res["models"].values()
-    assert any(m["val_ablation"]["no_tta"]["mean_ap"] != m["val"]["mean_ap"] for m in models)
-    assert [r["setting"] for r in res["loss_study"]] == list(LOSS_SETTINGS)
+    # the lever study: one run per setting; runs with flip TTA and EMA also measure each off
+    levers = res["levers"]
+    assert [r["key"] for r in levers] == list(LEVER_SETTINGS)
+    for r in levers:
+        over = LEVER_SETTINGS[r["key"]][1]
+        levers_on = {"no_tta": over.get("tta"), "no_ema": over.get("ema_decay")}
+        assert set(r["ablation"]) == {k for k, on in levers_on.items() if on}
+    assert any(r["ablation"]["no_tta"]["mean_ap"] != r["mean_ap"] for r in levers if r["ablation"])
     tex, figs, _ = report_inputs()
     missing = [name for name in tex + figs if not (gen / name).is_file()]
     assert not missing, missing

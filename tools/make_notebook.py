@@ -163,18 +163,17 @@ segkit.plot_confusion_matrix(conf, segkit.CLASSES, ap=ap, iou=iou)"""),
 
 `cross_entropy_criterion` is written from log-softmax and a weighted gather; it equals
 `F.cross_entropy(weight=...)` in value and gradient (tested). The weights come from the class
-frequencies of the **full** training split (in both modes). Plain inverse frequency (rescaled to
-mean 1, capped at 10) gives the rare classes weights of 5 and more, which makes the model paint
-them over common ones; the recipes use its **square root** (capped, then mean 1), which won on val
-in the loss study (`report/generated/tab_ablation.tex`)."""),
+frequencies of the **full** training split (in both modes): the recipes use inverse frequency,
+rescaled to mean 1 and capped at 10; the lever study (`segkit study --levers`, the report's
+ablation table) measures its square root (capped, then mean 1), which is gentler on rare classes."""),
     code("""counts = segkit.label_counts(train_set)
 inverse, sqrt = segkit.weighting("inverse", counts), segkit.weighting("sqrt", counts)
-print(f"{'class':12s}{'pixels %':>9s}{'inverse':>9s}{'sqrt':>7s}  (sqrt: the recipes)")
+print(f"{'class':12s}{'pixels %':>9s}{'inverse':>9s}{'sqrt':>7s}  (inverse: the recipes)")
 for name, c, a, b in zip(segkit.CLASSES, counts, inverse, sqrt, strict=True):
     print(f"{name:12s}{100 * c / counts.sum():9.2f}{a:9.2f}{b:7.2f}")
 logits, target = torch.randn(2, segkit.NUM_CLASSES, 8, 8), torch.randint(0, segkit.NUM_CLASSES, (2, 8, 8))
-ours = segkit.cross_entropy_criterion(logits, target, sqrt)
-ref = torch.nn.functional.cross_entropy(logits, target, weight=sqrt)
+ours = segkit.cross_entropy_criterion(logits, target, inverse)
+ref = torch.nn.functional.cross_entropy(logits, target, weight=inverse)
 print(f"cross_entropy_criterion {ours:.6f} = F.cross_entropy(weight=weights) {ref:.6f}")"""),
     md("""## Q5. Training loop
 
@@ -182,10 +181,9 @@ print(f"cross_entropy_criterion {ours:.6f} = F.cross_entropy(weight=weights) {re
 the scheduler, keeps the best-on-val checkpoint (written atomically), stops early, resumes exactly
 from a checkpoint and returns a history dict. `run_experiment` wires it to a `TrainConfig` and writes
 a run folder (checkpoint, history, results, figures); `reuse=True` loads a finished run with the same
-config instead of training it again. Every recipe also keeps an exponential moving average of the
-weights (validated, selected and saved in place of the raw ones) and evaluates with horizontal-flip
-test-time augmentation; the report's ablation table has each model's numbers without either. First
-model: BaseConv."""),
+config instead of training it again. `TrainConfig` also offers an exponential moving average of the
+weights (`ema_decay`) and horizontal-flip test-time augmentation (`tta`), measured in the report's
+lever study but not used by the recipes below. First model: BaseConv."""),
     code("""runs = {"baseconv": segkit.run_experiment(segkit.recipe("baseconv", **RUN), reuse=True, figures=False)}
 compare(runs)
 segkit.plot_history(runs["baseconv"]["history"], f"BaseConv ({MODE} run)")"""),
