@@ -38,11 +38,11 @@ def _train_one(job: tuple[RunConfig, bool]) -> tuple[str, float]:
     """Worker: train (or reuse, or resume) one run; returns its name and wall minutes."""
     cfg, force = job
     t0 = time.perf_counter()
-    kw = dict(progress=False, figures=False, reuse=not force, log=_log)
-    if isinstance(cfg, InstanceConfig):
+    kw = dict(progress=False, reuse=not force, log=_log)
+    if isinstance(cfg, InstanceConfig):  # its figures need the val maps of training
         train_instance(cfg, **kw)  # type: ignore[arg-type]
-    else:
-        run_experiment(cfg, **kw)  # type: ignore[arg-type]
+    else:  # figures come later, from the run folder (experiment.save_run_figures)
+        run_experiment(cfg, figures=False, **kw)  # type: ignore[arg-type]
     return cfg.name, (time.perf_counter() - t0) / 60
 
 
