@@ -116,3 +116,13 @@ def test_gpu_check_dry_run(sbd_root: Path, tmp_path: Path) -> None:
     speed = next(r for r in summary["speed"] if r["name"] == "speed_unet")
     assert speed["status"] == "ok" and speed["ratios"]["segkit_vs_plain"] > 0
     assert [(o["name"], o["status"]) for o in summary["other"]] == [("gpu_tests", "ok")]
+
+
+def test_side_by_side_prints_both_layouts_and_their_ratio(tmp_path, sbd_root):
+    cmd = [sys.executable, str(ROOT / "bench" / "side_by_side.py"), "--model", "baseconv",
+           "--steps", "1", "--batch-size", "1", "--image-size", "64", "96"]  # fmt: skip
+    out = _run(cmd, sbd_root, tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    row = _last_json(out.stdout)
+    assert row["ratio"] == pytest.approx(row["side_by_side_img_s"] / row["one_process_img_s"])
+    assert "side by side / one process" in out.stdout
