@@ -27,6 +27,13 @@ from segkit.constants import IMAGE_SIZE, NUM_CLASSES  # noqa: E402
 from segkit.losses import cross_entropy_criterion  # noqa: E402
 from segkit.models import create_model  # noqa: E402
 
+_BARRIER = None  # set in side-by-side workers: every process starts timing together
+
+
+def _init_worker(barrier) -> None:  # noqa: ANN001  (a multiprocessing Barrier proxy)
+    global _BARRIER
+    _BARRIER = barrier
+
 
 def step_seconds(
     model_name: str, threads: int, steps: int, batch_size: int, size: tuple[int, int]
@@ -45,6 +52,8 @@ def step_seconds(
         opt.step()
 
     step()  # warm-up: allocations, kernel selection
+    if _BARRIER is not None:
+        _BARRIER.wait()  # the timed steps of all processes overlap
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
@@ -67,7 +76,9 @@ def main() -> None:
     size = tuple(a.image_size)
 
     one = step_seconds(a.model, a.jobs, a.steps, a.batch_size, size)
-    with multiprocessing.get_context("spawn").Pool(a.jobs) as pool:
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Manager().Barrier(a.jobs)
+    with ctx.Pool(a.jobs, initializer=_init_worker, initargs=(barrier,)) as pool:
         side = pool.map(_one_thread, [(a.model, a.steps, a.batch_size, size)] * a.jobs)
     one_ips = a.batch_size / one
     side_ips = sum(a.batch_size / s for s in side)

@@ -112,18 +112,22 @@ def cmd_study(args: argparse.Namespace) -> int:
         overrides["data_dir"] = args.data_dir
     if args.quick:  # never beside the real runs that reproduce reuses
         overrides.update(QUICK_SEMANTIC, out_dir=QUICK_OUT_DIR)
+    default_epochs = study.LEVER_EPOCHS if args.levers else study.AUGMENT_EPOCHS
+    # an explicit --epochs wins, also over quick mode's
+    base = recipe(args.model, **{"epochs": default_epochs, **overrides})
+    if args.epochs:
+        base = dataclasses.replace(base, epochs=args.epochs)
     if args.levers:
-        epochs = args.epochs or study.LEVER_EPOCHS
-        configs = study.lever_configs(recipe(args.model, **{"epochs": epochs, **overrides}))
-        out = Path(args.out or "report/generated/levers.json")
+        configs = study.lever_configs(base)
+        # the report reads report/generated/levers.json: quick numbers never land there
+        default_out = Path(QUICK_OUT_DIR if args.quick else "report/generated") / "levers.json"
     else:
         settings = study.AUGMENT_SETTINGS
         if args.only:
             settings = {k: v for k, v in settings.items() if k in args.only}
-        epochs = args.epochs or study.AUGMENT_EPOCHS
-        base = recipe(args.model, **{"epochs": epochs, **overrides})
         configs = study.augmentation_configs(base, settings)
-        out = Path(args.out or Path(overrides["out_dir"]) / "augmentation_study.json")
+        default_out = Path(overrides["out_dir"]) / "augmentation_study.json"
+    out = Path(args.out) if args.out else default_out
     jobs = resolve_jobs(args.jobs, args.device)
     if jobs > 1:
         train_side_by_side(
@@ -293,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"with --levers {study.LEVER_EPOCHS})")  # fmt: skip
     p.add_argument("--out", default=None,
                    help="rows as JSON (default: <out-dir>/augmentation_study.json; with "
-                        "--levers report/generated/levers.json)")  # fmt: skip
+                        f"--levers report/generated/levers.json, or {QUICK_OUT_DIR}/ "
+                        "with --quick)")  # fmt: skip
     _device(p)
     _data_dir(p)
     p.add_argument("--out-dir", default="runs", help="(default: runs)")

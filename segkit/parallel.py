@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import time
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -23,10 +26,15 @@ def default_jobs(device: str) -> int:
 
 
 def resolve_jobs(jobs: int | None, device: str) -> int:
-    """``jobs`` checked (at least 1), or :func:`default_jobs` when ``None``."""
+    """``jobs`` checked (at least 1; 1 on CUDA), or :func:`default_jobs` when ``None``."""
     jobs = default_jobs(device) if jobs is None else jobs
     if jobs < 1:
         raise SegkitError(f"jobs must be at least 1 (got {jobs})")
+    if jobs > 1 and get_device(device).type == "cuda":
+        raise SegkitError(
+            f"--jobs {jobs} splits CPU cores; on CUDA the trainings share one GPU and run one "
+            "after another: use --jobs 1 (the default there)"
+        )
     return jobs
 
 
@@ -50,15 +58,34 @@ def train_side_by_side(configs: list[RunConfig], jobs: int, force: bool = False)
     """Train ``configs`` in ``jobs`` worker processes, in the given order (longest first); one
     line per epoch and per finished run. Finished runs with the same config are reused and
     unfinished ones resume, so an interrupted call loses at most one epoch per worker. The first
-    failure stops the others (their last checkpoints stay) and is raised here."""
+    failure stops the others (their last checkpoints stay) and is raised here; a worker that
+    dies (killed, out of memory) is a :class:`SegkitError`, never a hang."""
     todo = [c for c in configs if force or finished_results(Path(c.out_dir) / c.name, c.to_dict())
             is None]  # fmt: skip
     if not todo:
         return
     tqdm.write(f"training {len(todo)} runs, {jobs} side by side: {', '.join(c.name for c in todo)}")
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
-    with ctx.Pool(jobs, maxtasksperchild=1) as pool:
-        # chunksize 1: workers take the runs in order; results come as runs finish, and a
-        # worker's error is raised here at once (leaving `with` terminates the other workers)
-        for name, minutes in pool.imap_unordered(_train_one, [(c, force) for c in todo], 1):
-            tqdm.write(f"finished {name} in {minutes:.1f} min")
+    fresh = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}  # memory back
+    pool = ProcessPoolExecutor(jobs, mp_context=ctx, **fresh)
+    finished = False
+    try:
+        # workers take the runs in submission order (longest first)
+        pending = {pool.submit(_train_one, (c, force)) for c in todo}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                name, minutes = future.result()  # a worker's error is raised here
+                tqdm.write(f"finished {name} in {minutes:.1f} min")
+        finished = True
+    except BrokenProcessPool:
+        raise SegkitError(
+            "a training worker process died (killed, or out of memory?); run the same command "
+            "again to resume from the last checkpoints, or use --jobs 1"
+        ) from None
+    finally:
+        if not finished:  # an error: stop the other trainings now (their last checkpoints stay)
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):  # no public API
+                if proc.is_alive():
+                    proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -133,7 +133,6 @@ def numbers_macros(results: dict) -> str:
         shared("aug_scale", lambda s: "none" if s is None else f"({_num(s[0])}, {_num(s[1])})"),
     )
     macro("ClassWeighting", shared("class_weighting", str))
-    macro("EmaDecay", shared("ema_decay"))
 
     # the levers: the lever study's runs, and the in-run TTA / EMA ablations (val)
     levers = results.get("levers") or []
@@ -144,6 +143,14 @@ def numbers_macros(results: dict) -> str:
         macro(f"Lever{word}Acc", fmt(r["pixel_acc"]))
     if levers:
         macro("LeverEpochs", "/".join(str(e) for e in _distinct(r["epochs"] for r in levers)))
+        model = levers[0].get("model") or results.get("augmentation_model", "effnet_unet")
+        macro("LeverModel", _tex_escape(_config_label(model)))
+    decays = _distinct(
+        [c.get("ema_decay") for c in configs] + [r.get("ema_decay") for r in levers]
+    )  # fmt: skip
+    decays = [d for d in decays if d]
+    if decays:
+        macro("EmaDecay", "/".join(_num(d) for d in decays))
     measured = [(r["val"], r.get("val_ablation") or {}) for r in models.values() if r]
     measured += [(r, r.get("ablation") or {}) for r in levers]
     for lever, key in (("TTA", "no_tta"), ("EMA", "no_ema")):

@@ -1,9 +1,11 @@
 """``segkit reproduce``: every experiment of the assignment, then ``report/generated/``.
 
-Steps (one progress bar): baseline (Q2), augmentation study (Q1), the five semantic models (Q6,
-Q7: train on train, select on val, evaluate test once), instance segmentation (bonus), then
-tables, figures and ``results.json``. Runs whose results already exist are reused unless
-``force``; ``quick`` shrinks everything to a smoke test (tiny subsets, one epoch).
+Steps (one progress bar): baseline (Q2), augmentation study (Q1), the lever study (class
+weighting, EMA, flip TTA), the five semantic models (Q6, Q7: train on train, select on val,
+evaluate test once), instance segmentation (bonus), then tables, figures and ``results.json``.
+On a multi-core CPU every training runs first, two side by side (:mod:`segkit.parallel`). Runs
+whose results already exist are reused unless ``force``; ``quick`` shrinks everything to a smoke
+test (tiny subsets, few epochs: ``config.QUICK_SEMANTIC``).
 """
 
 from __future__ import annotations

@@ -4,9 +4,7 @@ and the seed study (run-to-run noise of a configuration)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
-from pathlib import Path
 
 from .config import TrainConfig, recipe
 from .data import Augment
@@ -74,21 +72,20 @@ def lever_configs(base: TrainConfig | None = None) -> list[TrainConfig]:
 def study_rows(configs: list[TrainConfig], *, force: bool = False, progress: bool = True) -> list:
     """Train (or read back) each config; one row per run: val mean AP, mIoU, pixel accuracy.
 
-    Runs whose ``results_val.json`` already exists are read back unless ``force``."""
+    A finished run with the same config is read back unless ``force``; an unfinished one resumes
+    from its last checkpoint; a finished run with another config is an error."""
     rows = []
     for cfg in configs:
-        done = Path(cfg.out_dir) / cfg.name / "results_val.json"
-        out = (
-            json.loads(done.read_text())
-            if done.is_file() and not force
-            else run_experiment(cfg, progress=progress)
-        )
+        # reuse: a finished run with the same config is read back, an unfinished one resumes
+        out = run_experiment(cfg, progress=progress, figures=False, reuse=not force)
         m = out["metrics"]
         rows.append(
             {
                 "augment": cfg.extra.get("augment"),
                 "setting": cfg.extra.get("setting", cfg.extra.get("augment")),
                 "key": cfg.extra.get("setting_key"),
+                "model": cfg.model,
+                "ema_decay": cfg.ema_decay,
                 "run": cfg.name,
                 "epochs": cfg.epochs,
                 "mean_ap": m["mean_ap"],

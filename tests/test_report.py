@@ -242,11 +242,9 @@ def check_tables(gen: Path) -> None:
         variants(_tex(r["setting"]), r, r.get("ablation") or {})
     for key in keys[1:]:
         if entries[key].get("val_ablation"):
-            variants(
-                f"recipe, {ABLATION_VARIANTS[0][1]}",
-                entries[key]["val"],
-                entries[key]["val_ablation"],
-            )
+            ab = entries[key]["val_ablation"]
+            on = [n for k, n in (("no_ema", "EMA"), ("no_tta", "flip TTA")) if k in ab]
+            variants(", ".join(["recipe", *on]), entries[key]["val"], ab)
     if expected:
         assert [c[1:] for c in cells] == expected
     else:
