@@ -155,9 +155,9 @@ def numbers_macros(results: dict) -> str:
     measured += [(r, r.get("ablation") or {}) for r in levers]
     for lever, key in (("TTA", "no_tta"), ("EMA", "no_ema")):
         gains = [m["mean_ap"] - a[key]["mean_ap"] for m, a in measured if key in a]
-        if gains:
-            macro(f"{lever}GainMin", f"{min(gains):+.3f}")
-            macro(f"{lever}GainMax", f"{max(gains):+.3f}")
+        if gains:  # "+0.005" or "-0.001 to +0.002"
+            lo, hi = (f"{g:+.3f}".replace("-", "$-$") for g in (min(gains), max(gains)))
+            macro(f"{lever}GainRange", lo if lo == hi else f"{lo} to {hi}")
     if results.get("reproduce_wall_minutes") is not None:
         macro("ReproduceWallMinutes", fmt(results["reproduce_wall_minutes"], 0))
 
