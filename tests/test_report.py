@@ -6,7 +6,6 @@ The LaTeX build runs once per module, into a temporary copy of report/ (skipped 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -35,9 +34,10 @@ needs_latex = pytest.mark.skipif(
 
 
 def _results() -> dict:
+    """The committed results as `segkit report` reads them (with seeds.json / levers.json)."""
     if not (GEN / "results.json").is_file():
         pytest.skip("no committed report/generated/results.json")
-    return json.loads((GEN / "results.json").read_text())
+    return load_results(GEN / "results.json")
 
 
 def _overfull(log: str, limit: float = LIMIT_PT) -> list[str]:
