@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -66,8 +65,7 @@ def train_side_by_side(configs: list[RunConfig], jobs: int, force: bool = False)
         return
     tqdm.write(f"training {len(todo)} runs, {jobs} side by side: {', '.join(c.name for c in todo)}")
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
-    fresh = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}  # memory back
-    pool = ProcessPoolExecutor(jobs, mp_context=ctx, **fresh)
+    pool = ProcessPoolExecutor(jobs, mp_context=ctx)  # workers reused: torch is imported once
     finished = False
     try:
         # workers take the runs in submission order (longest first)

@@ -118,6 +118,7 @@ def test_gpu_check_dry_run(sbd_root: Path, tmp_path: Path) -> None:
     assert [(o["name"], o["status"]) for o in summary["other"]] == [("gpu_tests", "ok")]
 
 
+@pytest.mark.slow  # three spawned interpreters: about 25 s
 def test_side_by_side_prints_both_layouts_and_their_ratio(tmp_path, sbd_root):
     cmd = [sys.executable, str(ROOT / "bench" / "side_by_side.py"), "--model", "baseconv",
            "--steps", "1", "--batch-size", "1", "--image-size", "64", "96"]  # fmt: skip
