@@ -130,9 +130,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out
     jobs = resolve_jobs(args.jobs, args.device)
     if jobs > 1:
-        train_side_by_side(
-            [dataclasses.replace(c, num_threads=1) for c in configs], jobs, args.force
-        )
+        train_side_by_side(configs, jobs, args.force)
     rows = study.study_rows(configs, force=args.force and jobs == 1)
     write_json(rows, out)
     print(study.format_rows(rows))

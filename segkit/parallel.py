@@ -3,6 +3,7 @@ or resume run folders; used by ``segkit reproduce`` and ``segkit seeds`` on a mu
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import time
@@ -59,8 +60,11 @@ def train_side_by_side(configs: list[RunConfig], jobs: int, force: bool = False)
     unfinished ones resume, so an interrupted call loses at most one epoch per worker. The first
     failure stops the others (their last checkpoints stay) and is raised here; a worker that
     dies (killed, out of memory) is a :class:`SegkitError`, never a hang."""
-    todo = [c for c in configs if force or finished_results(Path(c.out_dir) / c.name, c.to_dict())
-            is None]  # fmt: skip
+    todo = [
+        dataclasses.replace(c, num_threads=1)  # one torch thread per worker (a resume-safe field)
+        for c in configs
+        if force or finished_results(Path(c.out_dir) / c.name, c.to_dict()) is None
+    ]
     if not todo:
         return
     tqdm.write(f"training {len(todo)} runs, {jobs} side by side: {', '.join(c.name for c in todo)}")

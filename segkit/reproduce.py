@@ -103,7 +103,6 @@ def reproduce(
         device=device, out_dir=str(runs_dir), data_dir=data_dir, **(QUICK_SEMANTIC if quick else {})
     )
     if jobs > 1:
-        common["num_threads"] = 1  # a resume-safe field: runs stay reusable either way
         train_side_by_side(_trainings(common, quick, instance), jobs, force)
         force_train = False  # just (re)trained above
     else:
@@ -208,7 +207,7 @@ def reproduce(
 
 
 def _instance_config(common: dict, quick: bool) -> InstanceConfig:
-    keys = ("device", "out_dir", "data_dir", "num_threads")
+    keys = ("device", "out_dir", "data_dir")
     return InstanceConfig(
         **{k: common[k] for k in keys if k in common}, **(QUICK_INSTANCE if quick else {})
     )

@@ -165,8 +165,7 @@ def seed_study(
     device = str(next(iter(configs.values())).device) if configs else "auto"
     jobs = resolve_jobs(jobs, device)
     if jobs > 1:
-        todo = [dataclasses.replace(c, num_threads=1) for c in configs.values()]
-        train_side_by_side(todo, jobs, force)
+        train_side_by_side(list(configs.values()), jobs, force)
         force = False  # just trained
     out = []
     for model in models:
