@@ -183,7 +183,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 # Quick mode, everywhere (CLI --quick, reproduce --quick, the notebook): small but not degenerate.
-QUICK_SEMANTIC: dict[str, Any] = dict(epochs=3, limit_train=40, limit_val=12, batch_size=2)
+QUICK_SEMANTIC: dict[str, Any] = dict(epochs=3, limit_train=28, limit_val=12, batch_size=2)
 QUICK_INSTANCE: dict[str, Any] = dict(
     epochs=8, limit_train=32, limit_val=6, limit_test=6, short_side=128, max_size=256,
     crop_size=128,

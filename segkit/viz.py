@@ -214,9 +214,10 @@ def show_instances(images, gt_labels, pred_labels, titles=None) -> Figure:
         gt, pred = np.asarray(gt_labels[r]), np.asarray(pred_labels[r])
         gt_colour, pred_colour = match_colours(gt, pred)
         n_gt, n_pred = len(gt_colour), len(pred_colour)
+        people = f"{n_gt} person" if n_gt == 1 else f"{n_gt} people"
         panels = [
             (_to_hwc(image), "image"),
-            (overlay_instances(image, gt, colour_of=gt_colour), f"ground truth: {n_gt} people"),
+            (overlay_instances(image, gt, colour_of=gt_colour), f"ground truth: {people}"),
             (
                 overlay_instances(image, pred, colour_of=pred_colour),
                 f"prediction: {n_pred} found" if n_pred else "prediction: none found",

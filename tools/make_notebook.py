@@ -252,6 +252,8 @@ Image(f"{RUNS}/{ICFG.name}/instances_test.png")"""),
     md("""The report (`report/main.pdf`) discusses every question with the full runs; `segkit reproduce`
 retrains them all (`segkit reproduce --quick` the quick ones this notebook loads)."""),
 ]
+for i, cell in enumerate(cells):
+    cell.id = f"cell-{i:02d}"  # stable ids: regenerating changes only what changed
 nb = nbf.v4.new_notebook(
     cells=cells,
     metadata={
