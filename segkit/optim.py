@@ -56,6 +56,8 @@ def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
         if not torch.is_floating_point(averaged[0]):
             torch._foreach_copy_(averaged, current)
             return
+        # int() reads the step count from the device; AveragedModel.update_parameters already
+        # does so every step (`bool(self.n_averaged == 0)`), so this adds no CUDA sync
         torch._foreach_lerp_(averaged, current, 1.0 - ema_decay_at(decay, int(num_averaged)))
 
     return AveragedModel(model, multi_avg_fn=update, use_buffers=True)

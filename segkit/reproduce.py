@@ -41,7 +41,7 @@ from .experiment import (
 )
 from .instance import evaluate_instance_run, train_instance
 from .parallel import resolve_jobs, train_side_by_side
-from .report import update_readme, write_tables
+from .report import load_results, update_readme, write_tables
 from .study import (
     AUGMENT_EPOCHS,
     AUGMENT_MODEL,
@@ -194,15 +194,15 @@ def reproduce(
                 "val_ablation": val.get("ablation", {}),
                 "test": test["metrics"],
             }
-    seeds = _read(out_dir / "seeds.json")  # `segkit seeds`, run separately (not in this budget)
-    if seeds is not None:
-        results["seeds"] = seeds
     results["reproduce_wall_minutes"] = (time.perf_counter() - t0) / 60
     tqdm.write(f"reproduce: {results['reproduce_wall_minutes']:.1f} min wall ({hardware()})")
     write_json(results, out_dir / "results.json")
-    write_tables(json.loads((out_dir / "results.json").read_text()), out_dir)
+    # tables and README read results.json as `segkit report` does: with the separately run
+    # studies beside it (seeds.json from `segkit seeds`, outside this budget)
+    written = load_results(out_dir / "results.json")
+    write_tables(written, out_dir)
     if readme:
-        update_readme(json.loads((out_dir / "results.json").read_text()), readme)
+        update_readme(written, readme)
     return results
 
 
