@@ -19,8 +19,8 @@ from .utils import SegkitError, atomic_torch_save, load_torch_file
 # Config fields a resumed run may change: they do not change what is computed, or (epochs)
 # only extend it. Everything else must equal the checkpoint's config.
 RESUME_SAFE_FIELDS = frozenset(
-    {"epochs", "device", "num_threads", "amp", "channels_last", "data_dir", "out_dir", "extra",
-     "early_stop"}
+    {"epochs", "device", "num_threads", "amp", "channels_last", "data_dir", "out_dir", "run_name",
+     "extra", "early_stop"}
 )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -55,6 +56,42 @@ from .utils import hardware, write_json
 
 QUICK_BASELINE_LIMIT = 16  # images per split for the quick baseline
 QUICK_TEST_LIMIT = 8  # test images evaluated per model in quick mode
+WALL_LEDGER = "reproduce_wall.json"  # in the runs folder: minutes of each call of one reproduction
+
+
+class WallClock:
+    """Wall minutes of one reproduction, summed over the calls it took.
+
+    A call that is killed midway (a session that ends) keeps its time: a heartbeat thread rewrites
+    ``<runs>/reproduce_wall.json`` every ``interval`` seconds, so the next call, which resumes the
+    runs, adds to it. A reproduction that finished starts a new ledger."""
+
+    def __init__(self, runs_dir: Path, interval: float = 60.0) -> None:
+        self.path = runs_dir / WALL_LEDGER
+        old = _read(self.path) or {}
+        self.calls: list[dict] = [] if old.get("finished", True) else list(old.get("calls", []))
+        started = dt.datetime.now().isoformat(timespec="seconds")
+        self.calls.append({"started": started, "minutes": 0.0})
+        self.t0 = time.perf_counter()
+        self._stop = threading.Event()
+        self._write(finished=False)
+        self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _beat(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self._write(finished=False)
+
+    def _write(self, finished: bool) -> None:
+        self.calls[-1]["minutes"] = (time.perf_counter() - self.t0) / 60
+        write_json({"finished": finished, "calls": self.calls}, self.path)
+
+    def finish(self) -> list[dict]:
+        """Stop the heartbeat, mark the reproduction finished; returns every call's minutes."""
+        self._stop.set()
+        self._thread.join()
+        self._write(finished=True)
+        return self.calls
 
 
 def _reusable(run_dir: Path, config: dict, force: bool) -> dict | None:
@@ -91,13 +128,15 @@ def reproduce(
     """Run (or reuse) every experiment and write tables, figures and results.json to ``out``.
 
     Resumable: finished runs (``results_val.json``) are reused when their config matches,
-    interrupted ones continue from ``checkpoint_last.pt``. The wall time of this call is printed
-    and recorded as ``reproduce_wall_minutes``. ``jobs``: trainings run side by side, one torch
-    thread each (default: 2 on a CPU with at least 2 cores, else 1); evaluation, figures and
-    tables follow in this process."""
-    t0 = time.perf_counter()
+    interrupted ones continue from ``checkpoint_last.pt``. The wall time, summed over the calls
+    that one reproduction took (:class:`WallClock`), is printed and recorded as
+    ``reproduce_wall_minutes`` (each call in ``reproduce_calls``). ``jobs``: trainings run side
+    by side, one torch thread each (default: 2 on a CPU with at least 2 cores, else 1);
+    evaluation, figures and tables follow in this process."""
     out_dir, runs_dir = Path(out), Path(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    clock = WallClock(runs_dir)
     jobs = resolve_jobs(jobs, device)
     common = dict(
         device=device, out_dir=str(runs_dir), data_dir=data_dir, **(QUICK_SEMANTIC if quick else {})
@@ -194,8 +233,14 @@ def reproduce(
                 "val_ablation": val.get("ablation", {}),
                 "test": test["metrics"],
             }
-    results["reproduce_wall_minutes"] = (time.perf_counter() - t0) / 60
-    tqdm.write(f"reproduce: {results['reproduce_wall_minutes']:.1f} min wall ({hardware()})")
+    calls = clock.finish()
+    results["reproduce_calls"] = calls
+    results["reproduce_wall_minutes"] = sum(c["minutes"] for c in calls)
+    tqdm.write(
+        f"reproduce: {results['reproduce_wall_minutes']:.1f} min wall"
+        + (f" over {len(calls)} calls (resumed)" if len(calls) > 1 else "")
+        + f" ({hardware()})"
+    )
     write_json(results, out_dir / "results.json")
     # tables and README read results.json as `segkit report` does: with the separately run
     # studies beside it (seeds.json from `segkit seeds`, outside this budget)

@@ -3,6 +3,7 @@ against results.json, resumability, and the PDF built from it."""
 
 import json
 import shutil
+import time
 
 import pytest
 from test_report import ROOT, check_tables, report_inputs
@@ -10,6 +11,7 @@ from test_report import ROOT, check_tables, report_inputs
 from segkit.cli import main
 from segkit.config import SEMANTIC_MODELS
 from segkit.report import build_pdf
+from segkit.reproduce import WALL_LEDGER, WallClock
 from segkit.study import AUGMENT_SETTINGS, LEVER_SETTINGS
 
 
@@ -21,7 +23,7 @@ def test_quick_writes_every_table_and_figure(quick_run):
         len(res["augmentation"]) == len(AUGMENT_SETTINGS)
         and res["instance"]["test"]["ap"] is not None
     )
-    assert res["reproduce_wall_minutes"] > 0
+    assert res["reproduce_wall_minutes"] > 0 and len(res["reproduce_calls"]) == 1
     # the lever study: one run per setting; runs with flip TTA and EMA also measure each off
     levers = res["levers"]
     assert [r["key"] for r in levers] == list(LEVER_SETTINGS)
@@ -86,3 +88,18 @@ def test_pdf_builds_from_the_quick_run(quick_run, tmp_path):
     shutil.copy(ROOT / "report" / "main.tex", tmp_path / "main.tex")
     pdf = build_pdf(tmp_path)
     assert pdf.is_file() and pdf.stat().st_size > 10_000
+
+
+def test_wall_clock_sums_the_calls_of_one_reproduction(tmp_path):
+    # a call killed midway left its heartbeat: 5 minutes, not finished
+    ledger = tmp_path / WALL_LEDGER
+    ledger.write_text(json.dumps({"finished": False, "calls": [{"started": "x", "minutes": 5.0}]}))
+    clock = WallClock(tmp_path, interval=0.01)
+    time.sleep(0.2)
+    beat = json.loads(ledger.read_text())
+    assert beat["finished"] is False and beat["calls"][-1]["minutes"] > 0  # the heartbeat wrote
+    calls = clock.finish()
+    assert len(calls) == 2 and calls[0]["minutes"] == 5.0 and 0 < calls[1]["minutes"] < 1
+    assert json.loads(ledger.read_text())["finished"] is True
+    # a finished reproduction starts a new ledger
+    assert len(WallClock(tmp_path, interval=60).finish()) == 1
