@@ -135,6 +135,8 @@ def numbers_macros(results: dict) -> str:
     macro("ClassWeighting", shared("class_weighting", str))
 
     # the levers: the lever study's runs, and the in-run TTA / EMA ablations (val)
+    if configs and all(c.get("ema_decay") and c.get("tta") for c in configs):
+        macro("RecipeLevers", "EMA and flip TTA")  # every model trained with the levers
     levers = results.get("levers") or []
     for r in levers:
         word = _macro_word(r.get("key") or "")
@@ -160,6 +162,8 @@ def numbers_macros(results: dict) -> str:
             macro(f"{lever}GainRange", lo if lo == hi else f"{lo} to {hi}")
     if results.get("reproduce_wall_minutes") is not None:
         macro("ReproduceWallMinutes", fmt(results["reproduce_wall_minutes"], 0))
+    if len(results.get("reproduce_calls") or []) > 1:  # resumed: the number of calls it took
+        macro("ReproduceCalls", str(len(results["reproduce_calls"])))
 
     # class shares of the val pixels (rows of the baseline's val confusion matrix)
     conf = ((results.get("baseline") or {}).get("val") or {}).get("confusion")

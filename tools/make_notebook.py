@@ -163,17 +163,19 @@ segkit.plot_confusion_matrix(conf, segkit.CLASSES, ap=ap, iou=iou)"""),
 
 `cross_entropy_criterion` is written from log-softmax and a weighted gather; it equals
 `F.cross_entropy(weight=...)` in value and gradient (tested). The weights come from the class
-frequencies of the **full** training split (in both modes): the recipes use inverse frequency,
-rescaled to mean 1 and capped at 10; the lever study (`segkit study --levers`, the report's
-ablation table) measures its square root (capped, then mean 1), which is gentler on rare classes."""),
+frequencies of the **full** training split (in both modes). Two policies: inverse frequency
+(rescaled to mean 1, then capped at 10) and its square root (capped, then mean 1), which is gentler
+on rare classes. The recipes use the square root: it had the best val AP in the lever study
+(`segkit study --levers`, the report's ablation table; one short run per setting)."""),
     code("""counts = segkit.label_counts(train_set)
 inverse, sqrt = segkit.weighting("inverse", counts), segkit.weighting("sqrt", counts)
-print(f"{'class':12s}{'pixels %':>9s}{'inverse':>9s}{'sqrt':>7s}  (inverse: the recipes)")
+print(f"{'class':12s}{'pixels %':>9s}{'inverse':>9s}{'sqrt':>7s}")
 for name, c, a, b in zip(segkit.CLASSES, counts, inverse, sqrt, strict=True):
     print(f"{name:12s}{100 * c / counts.sum():9.2f}{a:9.2f}{b:7.2f}")
 logits, target = torch.randn(2, segkit.NUM_CLASSES, 8, 8), torch.randint(0, segkit.NUM_CLASSES, (2, 8, 8))
-ours = segkit.cross_entropy_criterion(logits, target, inverse)
-ref = torch.nn.functional.cross_entropy(logits, target, weight=inverse)
+ours = segkit.cross_entropy_criterion(logits, target, sqrt)
+ref = torch.nn.functional.cross_entropy(logits, target, weight=sqrt)
+print(f"recipes: {segkit.recipe('unet').class_weighting} weights")
 print(f"cross_entropy_criterion {ours:.6f} = F.cross_entropy(weight=weights) {ref:.6f}")"""),
     md("""## Q5. Training loop
 
@@ -181,9 +183,10 @@ print(f"cross_entropy_criterion {ours:.6f} = F.cross_entropy(weight=weights) {re
 the scheduler, keeps the best-on-val checkpoint (written atomically), stops early, resumes exactly
 from a checkpoint and returns a history dict. `run_experiment` wires it to a `TrainConfig` and writes
 a run folder (checkpoint, history, results, figures); `reuse=True` loads a finished run with the same
-config instead of training it again. `TrainConfig` also offers an exponential moving average of the
-weights (`ema_decay`) and horizontal-flip test-time augmentation (`tta`), measured in the report's
-lever study but not used by the recipes below. First model: BaseConv."""),
+config instead of training it again. The recipes also keep an exponential moving average of the
+weights (`ema_decay`: validated, selected and saved in place of the raw weights) and evaluate with
+horizontal-flip test-time augmentation (`tta`); every run also reports its val numbers without
+each (`results_val.json`, "ablation"). First model: BaseConv."""),
     code("""runs = {"baseconv": segkit.run_experiment(segkit.recipe("baseconv", **RUN), reuse=True, figures=False)}
 compare(runs)
 segkit.plot_history(runs["baseconv"]["history"], f"BaseConv ({MODE} run)")"""),
