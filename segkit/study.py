@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 
-from .config import RECIPE_LEVERS, TrainConfig, recipe
+from .config import LEVERS, TrainConfig, recipe
 from .data import Augment
 from .experiment import run_experiment
 from .parallel import resolve_jobs, train_side_by_side
@@ -43,18 +43,14 @@ def augmentation_configs(
     return [study_config(base, k, a) for k, a in (settings or AUGMENT_SETTINGS).items()]
 
 
-# The quality levers, measured at a short budget on val: the recipe before 2026-11-28 (inverse
-# weights, nothing else), the levers the recipes now use, and those levers with inverse weights.
-# A run with flip TTA and EMA also reports itself without each (results_val.json "ablation").
-LEVERS: dict = RECIPE_LEVERS
+# The quality levers (config.LEVERS), measured at a short budget on val: inverse weights alone
+# (the recipe before the levers), all three levers, and EMA + TTA with inverse weights. A run with
+# flip TTA and EMA also reports itself without each (results_val.json "ablation").
 LEVER_EPOCHS = 3
-# key -> (label, overrides of the recipe)
+# key -> (label, overrides of the recipe); each setting pins every lever, whatever the recipe uses
 LEVER_SETTINGS: dict[str, tuple[str, dict]] = {
-    "inverse": (
-        "inverse weights (recipe until 2026-11-28)",
-        dict(class_weighting="inverse", ema_decay=None, tta=False),
-    ),
-    "levers": ("sqrt weights + EMA + flip TTA (recipe)", LEVERS),
+    "inverse": ("inverse weights only", dict(class_weighting="inverse", ema_decay=None, tta=False)),
+    "levers": ("sqrt weights + EMA + flip TTA", LEVERS),
     "levers_inverse": ("inverse weights + EMA + flip TTA", dict(LEVERS, class_weighting="inverse")),
 }
 

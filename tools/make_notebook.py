@@ -36,6 +36,23 @@ QUICK_TEXT = (
     f"{QI['short_side']} px"
 )
 
+# what the recipes take from the lever study (segkit.config.RECIPE_LEVERS)
+if segkit.recipe("unet").class_weighting == "sqrt":
+    WEIGHTING_TEXT = """The recipes use the square root: it had the best val AP in the lever study
+(`segkit study --levers`, the report's ablation table; one short run per setting)."""
+else:
+    WEIGHTING_TEXT = """The recipes use inverse frequency; the lever study (`segkit study --levers`,
+the report's ablation table) measures the square root."""
+if segkit.recipe("unet").tta:
+    EMA_TTA_TEXT = """The recipes also keep an exponential moving average of the
+weights (`ema_decay`: validated, selected and saved in place of the raw weights) and evaluate with
+horizontal-flip test-time augmentation (`tta`); every run also reports its val numbers without
+each (`results_val.json`, "ablation")."""
+else:
+    EMA_TTA_TEXT = """`TrainConfig` also offers an exponential moving average of the
+weights (`ema_decay`) and horizontal-flip test-time augmentation (`tta`), measured in the report's
+lever study but not used by the recipes below."""
+
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 cells = [
     md(f"""# MP4: semantic and instance segmentation with segkit
@@ -165,17 +182,18 @@ segkit.plot_confusion_matrix(conf, segkit.CLASSES, ap=ap, iou=iou)"""),
 `F.cross_entropy(weight=...)` in value and gradient (tested). The weights come from the class
 frequencies of the **full** training split (in both modes). Two policies: inverse frequency
 (rescaled to mean 1, then capped at 10) and its square root (capped, then mean 1), which is gentler
-on rare classes. The recipes use the square root: it had the best val AP in the lever study
-(`segkit study --levers`, the report's ablation table; one short run per setting)."""),
+on rare classes. """ + WEIGHTING_TEXT),
     code("""counts = segkit.label_counts(train_set)
 inverse, sqrt = segkit.weighting("inverse", counts), segkit.weighting("sqrt", counts)
 print(f"{'class':12s}{'pixels %':>9s}{'inverse':>9s}{'sqrt':>7s}")
 for name, c, a, b in zip(segkit.CLASSES, counts, inverse, sqrt, strict=True):
     print(f"{name:12s}{100 * c / counts.sum():9.2f}{a:9.2f}{b:7.2f}")
+scheme = segkit.recipe("unet").class_weighting
+weights = segkit.weighting(scheme, counts)
 logits, target = torch.randn(2, segkit.NUM_CLASSES, 8, 8), torch.randint(0, segkit.NUM_CLASSES, (2, 8, 8))
-ours = segkit.cross_entropy_criterion(logits, target, sqrt)
-ref = torch.nn.functional.cross_entropy(logits, target, weight=sqrt)
-print(f"recipes: {segkit.recipe('unet').class_weighting} weights")
+ours = segkit.cross_entropy_criterion(logits, target, weights)
+ref = torch.nn.functional.cross_entropy(logits, target, weight=weights)
+print(f"the recipes' weights: {scheme}")
 print(f"cross_entropy_criterion {ours:.6f} = F.cross_entropy(weight=weights) {ref:.6f}")"""),
     md("""## Q5. Training loop
 
@@ -183,10 +201,7 @@ print(f"cross_entropy_criterion {ours:.6f} = F.cross_entropy(weight=weights) {re
 the scheduler, keeps the best-on-val checkpoint (written atomically), stops early, resumes exactly
 from a checkpoint and returns a history dict. `run_experiment` wires it to a `TrainConfig` and writes
 a run folder (checkpoint, history, results, figures); `reuse=True` loads a finished run with the same
-config instead of training it again. The recipes also keep an exponential moving average of the
-weights (`ema_decay`: validated, selected and saved in place of the raw weights) and evaluate with
-horizontal-flip test-time augmentation (`tta`); every run also reports its val numbers without
-each (`results_val.json`, "ablation"). First model: BaseConv."""),
+config instead of training it again. """ + EMA_TTA_TEXT + """ First model: BaseConv."""),
     code("""runs = {"baseconv": segkit.run_experiment(segkit.recipe("baseconv", **RUN), reuse=True, figures=False)}
 compare(runs)
 segkit.plot_history(runs["baseconv"]["history"], f"BaseConv ({MODE} run)")"""),
