@@ -61,7 +61,7 @@ def class_weights(
 
     The policy, in order: ``w_c = (total / (C * count_c)) ** power`` (1: inverse frequency,
     0.5: its square root, gentler on rare classes); then, with ``cap_first``, clip at ``cap``
-    and rescale to mean 1; otherwise (the original "inverse" recipe) rescale to mean 1 and clip
+    and rescale to mean 1; otherwise (the "inverse" policy) rescale to mean 1 and clip
     at ``cap`` (so the cap bounds the final weight, and the mean may end below 1). A class with
     no pixels gets weight 0 (it cannot appear as a target) and is left out of the mean.
     """

@@ -135,8 +135,10 @@ def numbers_macros(results: dict) -> str:
     macro("ClassWeighting", shared("class_weighting", str))
 
     # the levers: the lever study's runs, and the in-run TTA / EMA ablations (val)
-    if configs and all(c.get("ema_decay") and c.get("tta") for c in configs):
-        macro("RecipeLevers", "EMA and flip TTA")  # every model trained with the levers
+    all_levers = [c.get("class_weighting") == "sqrt" and c.get("ema_decay") and c.get("tta")
+                  for c in configs]  # fmt: skip
+    if configs and all(all_levers):
+        macro("RecipeLevers", "sqrt weights, EMA and flip TTA")  # every model trained with them
     levers = results.get("levers") or []
     for r in levers:
         word = _macro_word(r.get("key") or "")
@@ -147,6 +149,8 @@ def numbers_macros(results: dict) -> str:
         macro("LeverEpochs", "/".join(str(e) for e in _distinct(r["epochs"] for r in levers)))
         model = levers[0].get("model") or results.get("augmentation_model", "effnet_unet")
         macro("LeverModel", _tex_escape(_config_label(model)))
+        best = max(levers, key=lambda r: r["mean_ap"])
+        macro("LeverBest", _tex_escape(best.get("setting") or best.get("key") or "?"))
     decays = _distinct(
         [c.get("ema_decay") for c in configs] + [r.get("ema_decay") for r in levers]
     )  # fmt: skip
@@ -164,6 +168,10 @@ def numbers_macros(results: dict) -> str:
         macro("ReproduceWallMinutes", fmt(results["reproduce_wall_minutes"], 0))
     if len(results.get("reproduce_calls") or []) > 1:  # resumed: the number of calls it took
         macro("ReproduceCalls", str(len(results["reproduce_calls"])))
+    reused = results.get("reproduce_reused_runs") or []
+    if reused:  # finished before the reproduction began: not in its wall time
+        runs = ", ".join(_tex_escape(n) for n in reused)
+        macro("ReproduceReused", f"{len(reused)} run{'s' if len(reused) > 1 else ''} ({runs})")
 
     # class shares of the val pixels (rows of the baseline's val confusion matrix)
     conf = ((results.get("baseline") or {}).get("val") or {}).get("confusion")

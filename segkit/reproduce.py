@@ -60,38 +60,54 @@ WALL_LEDGER = "reproduce_wall.json"  # in the runs folder: minutes of each call 
 
 
 class WallClock:
-    """Wall minutes of one reproduction, summed over the calls it took.
+    """Wall minutes of one reproduction, summed over every call on its runs folder.
 
-    A call that is killed midway (a session that ends) keeps its time: a heartbeat thread rewrites
-    ``<runs>/reproduce_wall.json`` every ``interval`` seconds, so the next call, which resumes the
-    runs, adds to it. A reproduction that finished starts a new ledger."""
+    ``with WallClock(runs_dir) as clock:`` appends this call to ``<runs>/reproduce_wall.json``;
+    a heartbeat thread rewrites its minutes every ``interval`` seconds, so a call that is killed
+    midway (a session that ends) keeps its time and the next call, which resumes the runs, adds to
+    it. The ledger starts afresh with ``fresh`` (``--force``) or a new runs folder."""
 
-    def __init__(self, runs_dir: Path, interval: float = 60.0) -> None:
+    def __init__(self, runs_dir: Path, interval: float = 60.0, fresh: bool = False) -> None:
         self.path = runs_dir / WALL_LEDGER
-        old = _read(self.path) or {}
-        self.calls: list[dict] = [] if old.get("finished", True) else list(old.get("calls", []))
-        started = dt.datetime.now().isoformat(timespec="seconds")
-        self.calls.append({"started": started, "minutes": 0.0})
-        self.t0 = time.perf_counter()
+        self.interval = interval
+        self.calls: list[dict] = [] if fresh else list((_read(self.path) or {}).get("calls", []))
         self._stop = threading.Event()
-        self._write(finished=False)
-        self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self) -> WallClock:
+        started = dt.datetime.now().isoformat(timespec="seconds")
+        self.calls.append({"started": started, "minutes": 0.0, "hardware": hardware()})
+        self.t0 = time.perf_counter()
+        self._write()
         self._thread.start()
+        return self
 
-    def _beat(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            self._write(finished=False)
-
-    def _write(self, finished: bool) -> None:
-        self.calls[-1]["minutes"] = (time.perf_counter() - self.t0) / 60
-        write_json({"finished": finished, "calls": self.calls}, self.path)
-
-    def finish(self) -> list[dict]:
-        """Stop the heartbeat, mark the reproduction finished; returns every call's minutes."""
+    def __exit__(self, *exc: object) -> None:  # also on an error: the minutes so far count
         self._stop.set()
         self._thread.join()
-        self._write(finished=True)
-        return self.calls
+        self._write()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._write()
+
+    def _write(self) -> None:
+        self.calls[-1]["minutes"] = (time.perf_counter() - self.t0) / 60
+        write_json({"calls": self.calls}, self.path)
+
+    @property
+    def minutes(self) -> float:
+        return sum(c["minutes"] for c in self.calls)
+
+    def reused(self, run_dirs: list[Path]) -> list[str]:
+        """The runs that finished before the ledger's first call: their time is not counted."""
+        first = dt.datetime.fromisoformat(self.calls[0]["started"]).timestamp()
+        done = [d / "results_val.json" for d in run_dirs]
+        return [
+            d.name
+            for d, f in zip(run_dirs, done, strict=True)
+            if f.is_file() and f.stat().st_mtime < first
+        ]
 
 
 def _reusable(run_dir: Path, config: dict, force: bool) -> dict | None:
@@ -136,13 +152,47 @@ def reproduce(
     out_dir, runs_dir = Path(out), Path(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs_dir.mkdir(parents=True, exist_ok=True)
-    clock = WallClock(runs_dir)
-    jobs = resolve_jobs(jobs, device)
     common = dict(
         device=device, out_dir=str(runs_dir), data_dir=data_dir, **(QUICK_SEMANTIC if quick else {})
     )
+    trainings = _trainings(common, quick, instance)
+    jobs = resolve_jobs(jobs, device)  # a bad --jobs fails before the clock starts
+    with WallClock(runs_dir, fresh=force) as clock:
+        results = _run_steps(out_dir, runs_dir, trainings, common, quick, force, instance, jobs)
+    results["reproduce_calls"] = clock.calls
+    results["reproduce_wall_minutes"] = clock.minutes
+    results["reproduce_reused_runs"] = clock.reused([runs_dir / cfg.name for cfg in trainings])
+    calls = clock.calls
+    tqdm.write(
+        f"reproduce: {clock.minutes:.1f} min wall"
+        + (f" over {len(calls)} calls (resumed)" if len(calls) > 1 else "")
+        + f" ({hardware()})"
+    )
+    write_json(results, out_dir / "results.json")
+    # tables and README read results.json as `segkit report` does: with the separately run
+    # studies beside it (seeds.json from `segkit seeds`, outside this budget)
+    written = load_results(out_dir / "results.json")
+    write_tables(written, out_dir)
+    if readme:
+        update_readme(written, readme)
+    return results
+
+
+def _run_steps(
+    out_dir: Path,
+    runs_dir: Path,
+    trainings: list[RunConfig],
+    common: dict,
+    quick: bool,
+    force: bool,
+    instance: bool,
+    jobs: int,
+) -> dict:
+    """The steps of :func:`reproduce`: every training (side by side when ``jobs`` > 1), then each
+    step's evaluation, figures and results."""
+    device, data_dir = common["device"], common["data_dir"]
     if jobs > 1:
-        train_side_by_side(_trainings(common, quick, instance), jobs, force)
+        train_side_by_side(trainings, jobs, force)
         force_train = False  # just (re)trained above
     else:
         force_train = force
@@ -233,21 +283,6 @@ def reproduce(
                 "val_ablation": val.get("ablation", {}),
                 "test": test["metrics"],
             }
-    calls = clock.finish()
-    results["reproduce_calls"] = calls
-    results["reproduce_wall_minutes"] = sum(c["minutes"] for c in calls)
-    tqdm.write(
-        f"reproduce: {results['reproduce_wall_minutes']:.1f} min wall"
-        + (f" over {len(calls)} calls (resumed)" if len(calls) > 1 else "")
-        + f" ({hardware()})"
-    )
-    write_json(results, out_dir / "results.json")
-    # tables and README read results.json as `segkit report` does: with the separately run
-    # studies beside it (seeds.json from `segkit seeds`, outside this budget)
-    written = load_results(out_dir / "results.json")
-    write_tables(written, out_dir)
-    if readme:
-        update_readme(written, readme)
     return results
 
 

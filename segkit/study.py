@@ -50,7 +50,7 @@ LEVER_EPOCHS = 3
 # key -> (label, overrides of the recipe); each setting pins every lever, whatever the recipe uses
 LEVER_SETTINGS: dict[str, tuple[str, dict]] = {
     "inverse": ("inverse weights only", dict(class_weighting="inverse", ema_decay=None, tta=False)),
-    "levers": ("sqrt weights + EMA + flip TTA", LEVERS),
+    "levers": ("sqrt weights + EMA + flip TTA", dict(LEVERS)),
     "levers_inverse": ("inverse weights + EMA + flip TTA", dict(LEVERS, class_weighting="inverse")),
 }
 

@@ -1,3 +1,4 @@
+import json
 from functools import partial
 
 import numpy as np
@@ -5,7 +6,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from segkit.checkpoint import CheckpointError, load_checkpoint
+from segkit.checkpoint import CheckpointError, finished_results, load_checkpoint
+from segkit.config import TrainConfig
 from segkit.data import make_loader
 from segkit.engine import DivergenceError, evaluate, train, validate_model
 from segkit.losses import cross_entropy_criterion
@@ -334,3 +336,16 @@ def test_cpu_bf16_autocast_trains_and_evaluates():
     _, hist = train(model, opt, cross_entropy_criterion, loader, torch.device("cpu"), epochs=1,
                     valloader=loader, num_classes=4, progress=False, cpu_bf16=True)  # fmt: skip
     assert np.isfinite(hist["train_loss"][0]) and 0 <= hist["val_map"][0] <= 1
+
+
+def test_a_finished_run_in_a_renamed_folder_is_reused_but_not_a_changed_one(tmp_path):
+    cfg = TrainConfig(model="unet", run_name="lever_recipe", out_dir=str(tmp_path)).to_dict()
+    old = tmp_path / "lever_recipe"
+    old.mkdir()
+    (old / "results_val.json").write_text(json.dumps({"config": cfg, "metrics": {"mean_ap": 0.5}}))
+    new = old.rename(tmp_path / "lever_inverse")  # the folder is the name
+    moved = {**cfg, "run_name": "lever_inverse"}
+    assert finished_results(new, moved)["metrics"]["mean_ap"] == 0.5
+    with pytest.raises(CheckpointError, match="class_weighting"):
+        finished_results(new, {**moved, "class_weighting": "sqrt"})
+    assert finished_results(tmp_path / "unet", moved) is None  # nothing there yet

@@ -6,6 +6,7 @@ The LaTeX build runs once per module, into a temporary copy of report/ (skipped 
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -349,9 +350,36 @@ def test_main_tex_quotes_numbers_only_through_macros():
     defined = set(_macros(numbers_macros(_results()))) | set(
         re.findall(r"\\newcommand\{?\\(\w+)", _main_tex(body=False))
     )
+    # ... with every optional field of results.json filled, so a misspelt optional macro fails too
+    defined |= set(_macros(numbers_macros(_all_optional_fields(_results()))))
     used = set(re.findall(r"\\([A-Z]\w*(?:AP|IoU|Acc|Minutes|Epochs|Label|Init))\b", text))
-    optional = set(re.findall(r"\\ifdefined\\(\w+)", text))  # main.tex tests for these itself
-    assert used - optional <= defined, used - optional - defined
+    used |= set(re.findall(r"\\ifdefined\\(\w+)", text))
+    assert used <= defined, used - defined
+
+
+def _all_optional_fields(results: dict) -> dict:
+    """``results`` plus what only some reproductions have: a resumed, partly reused reproduction
+    whose models all trained with the levers."""
+    results = copy.deepcopy(results)
+    for entry in results["models"].values():
+        entry["config"].update(class_weighting="sqrt", ema_decay=0.995, tta=True)
+    calls = [{"started": "2026-11-28T01:50:27", "minutes": 150.0, "hardware": "cpu"}] * 2
+    results.update(reproduce_calls=calls, reproduce_wall_minutes=300.0,
+                   reproduce_reused_runs=["lever_inverse", "lever_levers"])  # fmt: skip
+    return results
+
+
+def test_optional_macros_follow_results_json():
+    base = _macros(numbers_macros(_results()))
+    full = _macros(numbers_macros(_all_optional_fields(_results())))
+    # the committed run trained with inverse weights, no EMA, no TTA, in one call
+    assert "RecipeLevers" not in base and full["RecipeLevers"].startswith("sqrt")
+    assert "ReproduceCalls" not in base and full["ReproduceCalls"] == "2"
+    assert full["ReproduceWallMinutes"] == "300"
+    assert full["ReproduceReused"] == r"2 runs (lever\_inverse, lever\_levers)"
+    # the study's best val AP names its setting
+    best = max(_results()["levers"], key=lambda r: r["mean_ap"])
+    assert base["LeverBest"] == _tex(best["setting"])
 
 
 def report_inputs() -> tuple[list[str], list[str], list[str]]:

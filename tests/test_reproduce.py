@@ -2,6 +2,7 @@
 against results.json, resumability, and the PDF built from it."""
 
 import json
+import os
 import shutil
 import time
 
@@ -24,6 +25,7 @@ def test_quick_writes_every_table_and_figure(quick_run):
         and res["instance"]["test"]["ap"] is not None
     )
     assert res["reproduce_wall_minutes"] > 0 and len(res["reproduce_calls"]) == 1
+    assert res["reproduce_reused_runs"] == []  # a fresh runs folder: everything trained here
     # the lever study: one run per setting; runs with flip TTA and EMA also measure each off
     levers = res["levers"]
     assert [r["key"] for r in levers] == list(LEVER_SETTINGS)
@@ -91,15 +93,33 @@ def test_pdf_builds_from_the_quick_run(quick_run, tmp_path):
 
 
 def test_wall_clock_sums_the_calls_of_one_reproduction(tmp_path):
-    # a call killed midway left its heartbeat: 5 minutes, not finished
+    # a call killed midway left its heartbeat: 5 minutes
     ledger = tmp_path / WALL_LEDGER
-    ledger.write_text(json.dumps({"finished": False, "calls": [{"started": "x", "minutes": 5.0}]}))
-    clock = WallClock(tmp_path, interval=0.01)
-    time.sleep(0.2)
-    beat = json.loads(ledger.read_text())
-    assert beat["finished"] is False and beat["calls"][-1]["minutes"] > 0  # the heartbeat wrote
-    calls = clock.finish()
-    assert len(calls) == 2 and calls[0]["minutes"] == 5.0 and 0 < calls[1]["minutes"] < 1
-    assert json.loads(ledger.read_text())["finished"] is True
-    # a finished reproduction starts a new ledger
-    assert len(WallClock(tmp_path, interval=60).finish()) == 1
+    ledger.write_text(json.dumps({"calls": [{"started": "2026-01-01T00:00:00", "minutes": 5.0}]}))
+    with WallClock(tmp_path, interval=0.05) as clock:
+        first = json.loads(ledger.read_text())["calls"][-1]["minutes"]
+        time.sleep(0.5)
+        beat = json.loads(ledger.read_text())["calls"][-1]["minutes"]
+        assert beat - first > 0.2 / 60  # the heartbeat rewrote the ledger while the call ran
+    assert len(clock.calls) == 2 and clock.calls[0]["minutes"] == 5.0
+    assert 5 + 0.5 / 60 <= clock.minutes < 6
+    assert json.loads(ledger.read_text())["calls"] == clock.calls
+    # an error inside the call stops the heartbeat and keeps the minutes; the next call adds up
+    with pytest.raises(RuntimeError), WallClock(tmp_path, interval=0.05) as failed:
+        raise RuntimeError("a worker died")
+    assert not failed._thread.is_alive() and len(WallClock(tmp_path).calls) == 3
+    # --force starts a new ledger
+    with WallClock(tmp_path, fresh=True) as fresh:
+        pass
+    assert len(fresh.calls) == 1 and len(json.loads(ledger.read_text())["calls"]) == 1
+
+
+def test_wall_clock_names_runs_finished_before_the_first_call(tmp_path):
+    old, new = tmp_path / "lever_inverse", tmp_path / "unet"
+    for d in (old, new, tmp_path / "baseconv"):  # baseconv: never finished
+        d.mkdir()
+    (old / "results_val.json").write_text("{}")
+    os.utime(old / "results_val.json", (1e9, 1e9))  # finished in 2001
+    with WallClock(tmp_path, interval=60) as clock:
+        (new / "results_val.json").write_text("{}")
+    assert clock.reused([old, new, tmp_path / "baseconv"]) == ["lever_inverse"]
