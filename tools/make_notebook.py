@@ -113,11 +113,19 @@ if QUICK:
 print(f"full run (report): {FULL['date']}, {FULL['models']['unet']['hardware']}")
 
 
+def _levers(cfg):
+    ema = cfg.get("ema_decay") or "off"
+    return f"{cfg['class_weighting']} class weights, EMA {ema}, flip TTA {'on' if cfg.get('tta') else 'off'}"
+
+
 def compare(runs, split="val"):
     \"\"\"This notebook's runs beside the committed full run, one row per model.\"\"\"
     cfg = next(iter(runs.values()))["config"]
     n = f"first {cfg['limit_train']} train images, {cfg['epochs']} epochs" if QUICK else "full recipes"
     print(f"{split} split; {MODE} run: {n}; full run: report/generated/results.json ({FULL['date']})")
+    ours, full = _levers(cfg), _levers(FULL["models"][next(iter(runs))]["config"])
+    if ours != full:
+        print(f"note: this notebook's runs use {ours}; the full run used {full}")
     print(f"{'':14s}{'--- ' + MODE + ' run ---':^24s}   {'--- full run ---':^24s}")
     print(f"{'model':14s}" + f"{'mean AP':>9s}{'mIoU':>7s}{'acc':>7s}   " * 2 + "full run trained")
     for name, r in runs.items():
