@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import field_defaults
 from .utils import SegkitError, atomic_torch_save, load_torch_file
 
 # Config fields a resumed run may change: they do not change what is computed, or (epochs)
@@ -108,10 +109,12 @@ def load_model_state(model: nn.Module, ck: dict, path: str | os.PathLike, expect
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
-    """Fields (outside :data:`RESUME_SAFE_FIELDS`) whose value differs between two configs."""
+    """Fields (outside :data:`RESUME_SAFE_FIELDS`) whose value differs between two configs; a
+    field the ``old`` one lacks (saved before the field existed) counts as its default."""
     keys = (set(old) | set(new)) - RESUME_SAFE_FIELDS
+    defaults = field_defaults(new)
     norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731  (JSON has no tuples)
-    return sorted(k for k in keys if norm(old.get(k)) != norm(new.get(k)))
+    return sorted(k for k in keys if norm(old.get(k, defaults.get(k))) != norm(new.get(k)))
 
 
 def finished_results(run_dir: str | os.PathLike, config: dict) -> dict | None:

@@ -200,6 +200,14 @@ QUICK_INSTANCE: dict[str, Any] = dict(
 QUICK_OUT_DIR = "runs/quick"  # quick runs never mix with real ones
 
 
+def field_defaults(config: dict) -> dict[str, Any]:
+    """Today's defaults of the config class a saved ``config`` dict came from. A field added
+    later defaults to the earlier behaviour, so a saved config lacking it means that default."""
+    cls = InstanceConfig if "num_energy_levels" in config else TrainConfig
+    fields = dataclasses.fields(cls)
+    return {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+
+
 def recipe(model: str, **overrides: Any) -> TrainConfig:
     """The tuned :class:`TrainConfig` for ``model`` (any registered name), with overrides."""
     base = RECIPES.get(model, dict(model=model))

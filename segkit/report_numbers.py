@@ -149,8 +149,10 @@ def numbers_macros(results: dict) -> str:
         macro("LeverEpochs", "/".join(str(e) for e in _distinct(r["epochs"] for r in levers)))
         model = levers[0].get("model") or results.get("augmentation_model", "effnet_unet")
         macro("LeverModel", _tex_escape(_config_label(model)))
-        best = max(levers, key=lambda r: r["mean_ap"])
-        macro("LeverBest", _tex_escape(best.get("setting") or best.get("key") or "?"))
+        scored = [r for r in levers if r.get("mean_ap") is not None]  # NaN is stored as null
+        if scored:
+            best = max(scored, key=lambda r: r["mean_ap"])
+            macro("LeverBest", _tex_escape(best.get("setting") or best.get("key") or "?"))
     decays = _distinct(
         [c.get("ema_decay") for c in configs] + [r.get("ema_decay") for r in levers]
     )  # fmt: skip

@@ -349,3 +349,9 @@ def test_a_finished_run_in_a_renamed_folder_is_reused_but_not_a_changed_one(tmp_
     with pytest.raises(CheckpointError, match="class_weighting"):
         finished_results(new, {**moved, "class_weighting": "sqrt"})
     assert finished_results(tmp_path / "unet", moved) is None  # nothing there yet
+    # a run saved before tta / dice_weight existed: they were off, as their defaults are today
+    older = {k: v for k, v in cfg.items() if k not in ("tta", "dice_weight")}
+    (new / "results_val.json").write_text(json.dumps({"config": older, "metrics": {}}))
+    assert finished_results(new, moved) is not None
+    with pytest.raises(CheckpointError, match="tta"):
+        finished_results(new, {**moved, "tta": True})

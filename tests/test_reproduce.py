@@ -14,6 +14,7 @@ from segkit.config import SEMANTIC_MODELS
 from segkit.report import build_pdf
 from segkit.reproduce import WALL_LEDGER, WallClock
 from segkit.study import AUGMENT_SETTINGS, LEVER_SETTINGS
+from segkit.utils import SegkitError
 
 
 def test_quick_writes_every_table_and_figure(quick_run):
@@ -93,25 +94,41 @@ def test_pdf_builds_from_the_quick_run(quick_run, tmp_path):
 
 
 def test_wall_clock_sums_the_calls_of_one_reproduction(tmp_path):
-    # a call killed midway left its heartbeat: 5 minutes
+    # a call killed midway left its heartbeat: 5 minutes, the reproduction not finished
     ledger = tmp_path / WALL_LEDGER
     ledger.write_text(json.dumps({"calls": [{"started": "2026-01-01T00:00:00", "minutes": 5.0}]}))
-    with WallClock(tmp_path, interval=0.05) as clock:
+    # a call that stops on an error keeps its minutes; the heartbeat wrote while it ran
+    with pytest.raises(RuntimeError), WallClock(tmp_path, interval=0.05) as failed:
         first = json.loads(ledger.read_text())["calls"][-1]["minutes"]
         time.sleep(0.5)
-        beat = json.loads(ledger.read_text())["calls"][-1]["minutes"]
-        assert beat - first > 0.2 / 60  # the heartbeat rewrote the ledger while the call ran
-    assert len(clock.calls) == 2 and clock.calls[0]["minutes"] == 5.0
-    assert 5 + 0.5 / 60 <= clock.minutes < 6
-    assert json.loads(ledger.read_text())["calls"] == clock.calls
-    # an error inside the call stops the heartbeat and keeps the minutes; the next call adds up
-    with pytest.raises(RuntimeError), WallClock(tmp_path, interval=0.05) as failed:
+        assert json.loads(ledger.read_text())["calls"][-1]["minutes"] - first > 0.2 / 60
         raise RuntimeError("a worker died")
-    assert not failed._thread.is_alive() and len(WallClock(tmp_path).calls) == 3
-    # --force starts a new ledger
-    with WallClock(tmp_path, fresh=True) as fresh:
+    assert not failed._thread.is_alive() and not (tmp_path / "reproduce.lock").exists()
+    assert len(failed.calls) == 2 and failed.minutes >= 5 + 0.5 / 60
+    # the call that completes adds its minutes and marks the reproduction finished
+    with WallClock(tmp_path, interval=60) as done:
         pass
-    assert len(fresh.calls) == 1 and len(json.loads(ledger.read_text())["calls"]) == 1
+    assert len(done.calls) == 3 and done.minutes == pytest.approx(failed.minutes, abs=0.01)
+    assert json.loads(ledger.read_text()) == {"finished": True, "calls": done.calls}
+    # a finished reproduction, or --force, starts a new ledger
+    with WallClock(tmp_path, interval=60) as after:
+        pass
+    assert len(after.calls) == 1
+    ledger.write_text(json.dumps({"calls": done.calls}))  # unfinished again
+    with WallClock(tmp_path, interval=60, fresh=True) as forced:
+        pass
+    assert len(forced.calls) == 1
+
+
+def test_wall_clock_refuses_a_second_reproduction_on_one_runs_folder(tmp_path):
+    lock = tmp_path / "reproduce.lock"
+    lock.write_text(str(os.getpid()))  # a live process holds it
+    with pytest.raises(SegkitError, match=rf"pid {os.getpid()}.*already running"):
+        WallClock(tmp_path).__enter__()
+    lock.write_text("999999999")  # no such process: a stale lock of a killed call is taken over
+    with WallClock(tmp_path, interval=60):
+        assert lock.read_text() == str(os.getpid())
+    assert not lock.exists()
 
 
 def test_wall_clock_names_runs_finished_before_the_first_call(tmp_path):

@@ -115,7 +115,7 @@ print(f"full run (report): {FULL['date']}, {FULL['models']['unet']['hardware']}"
 
 def _levers(cfg):
     ema = cfg.get("ema_decay") or "off"
-    return f"{cfg['class_weighting']} class weights, EMA {ema}, flip TTA {'on' if cfg.get('tta') else 'off'}"
+    return f"{cfg.get('class_weighting', 'inverse')} class weights, EMA {ema}, flip TTA {'on' if cfg.get('tta') else 'off'}"
 
 
 def compare(runs, split="val"):
