@@ -135,9 +135,9 @@ def numbers_macros(results: dict) -> str:
     macro("ClassWeighting", shared("class_weighting", str))
 
     # the levers: the lever study's runs, and the in-run TTA / EMA ablations (val)
-    all_levers = [c.get("class_weighting") == "sqrt" and c.get("ema_decay") and c.get("tta")
-                  for c in configs]  # fmt: skip
-    if configs and all(all_levers):
+    if configs and all(
+        c.get("class_weighting") == "sqrt" and c.get("ema_decay") and c.get("tta") for c in configs
+    ):
         macro("RecipeLevers", "sqrt weights, EMA and flip TTA")  # every model trained with them
     levers = results.get("levers") or []
     for r in levers:

@@ -189,10 +189,9 @@ def reproduce(
     results["reproduce_calls"] = clock.calls
     results["reproduce_wall_minutes"] = clock.minutes
     results["reproduce_reused_runs"] = clock.reused([runs_dir / cfg.name for cfg in trainings])
-    calls = clock.calls
     tqdm.write(
         f"reproduce: {clock.minutes:.1f} min wall"
-        + (f" over {len(calls)} calls (resumed)" if len(calls) > 1 else "")
+        + (f" over {len(clock.calls)} calls (resumed)" if len(clock.calls) > 1 else "")
         + f" ({hardware()})"
     )
     write_json(results, out_dir / "results.json")
