@@ -2,7 +2,8 @@
 from ``results.json`` (so the prose cannot drift from the results).
 
 Optional ``results["seeds"]`` (repeated runs of one configuration, which is what a claim about
-run-to-run noise needs): ``{"model": name, "epochs": n, "runs": [{"seed": s, "mean_ap": x}, ...]}``;
+run-to-run noise needs): ``{"model": name, "epochs": n, "levers": {...}, "runs": [{"seed": s,
+"mean_ap": x}, ...]}``;
 when present, :func:`numbers_macros` writes their spread (``\\SeedAPSpread``) and the report quotes
 it, otherwise the report makes no noise claim.
 """
@@ -52,6 +53,14 @@ def _join(items: list[str]) -> str:
 def _macro_word(s: str) -> str:
     """A class name as part of a macro name (letters only, capitalised)."""
     return re.sub(r"[^A-Za-z]", "", s).capitalize()
+
+
+def lever_text(levers: dict) -> str:
+    """A run's levers (``class_weighting``, ``ema_decay``, ``tta``) in words, for the prose."""
+    weighting = levers.get("class_weighting", "inverse")
+    ema = "EMA" if levers.get("ema_decay") else "no EMA"
+    tta = "flip TTA" if levers.get("tta") else "no TTA"
+    return f"{weighting} class weights, {ema}, {tta}"
 
 
 def _per_class(results: dict, name: str, split: str = "test", key: str = "ap") -> list:
@@ -242,6 +251,8 @@ def numbers_macros(results: dict) -> str:
             macro("SeedAPStd", fmt(statistics.stdev(aps)))
             if seeds.get("epochs") is not None:
                 macro("SeedEpochs", str(seeds["epochs"]))
+            if seeds.get("levers"):  # older seeds.json files lack it
+                macro("SeedLevers", lever_text(seeds["levers"]))
     inst = results.get("instance")
     if inst:
         for split in ("val", "test"):

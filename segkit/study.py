@@ -158,8 +158,9 @@ def seed_study(
     **overrides: object,
 ) -> list[dict]:
     """Train each model's recipe with each seed at a short budget (``epochs``); one entry per
-    model ``{"model", "epochs", "runs": [{"seed", "mean_ap", "miou", "pixel_acc"}], "spread",
-    "std"}``: the run-to-run noise that a comparison of two numbers has to exceed. ``jobs``:
+    model ``{"model", "epochs", "levers", "runs": [{"seed", "mean_ap", "miou", "pixel_acc"}],
+    "spread", "std"}`` (``levers``: the recipe's :data:`~segkit.config.LEVERS` fields): the
+    run-to-run noise that a comparison of two numbers has to exceed. ``jobs``:
     trainings side by side (``None``: 2 on a multi-core CPU; see :mod:`segkit.parallel`)."""
     configs = seed_configs(models, seeds, epochs, **overrides)
     device = str(next(iter(configs.values())).device) if configs else "auto"
@@ -180,6 +181,7 @@ def seed_study(
         aps = [r["mean_ap"] for r in runs]
         out.append(
             {"model": model, "epochs": epochs, "split": "val", "runs": runs,
+             "levers": {k: getattr(configs[model, seeds[0]], k) for k in LEVERS},
              "spread": max(aps) - min(aps), "std": statistics.stdev(aps) if len(aps) > 1 else None}
         )  # fmt: skip
     return out

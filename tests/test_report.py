@@ -366,6 +366,9 @@ def _all_optional_fields(results: dict) -> dict:
     calls = [{"started": "2026-11-28T01:50:27", "minutes": 150.0, "hardware": "cpu"}] * 2
     results.update(reproduce_calls=calls, reproduce_wall_minutes=300.0,
                    reproduce_reused_runs=["lever_inverse", "lever_levers"])  # fmt: skip
+    seeds = results.get("seeds")
+    for entry in seeds if isinstance(seeds, list) else [seeds] if seeds else []:
+        entry["levers"] = {"class_weighting": "inverse", "ema_decay": None, "tta": False}
     return results
 
 
@@ -381,6 +384,12 @@ def test_optional_macros_follow_results_json():
     assert full["ReproduceCalls"] == "2"
     assert full["ReproduceWallMinutes"] == "300"
     assert full["ReproduceReused"] == r"2 runs (lever\_inverse, lever\_levers)"
+    # the seed study names the levers it trained with, when seeds.json records them
+    seeds = res.get("seeds")
+    first = (seeds[0] if isinstance(seeds, list) else seeds) if seeds else None
+    assert ("SeedLevers" in base) == bool(first and first.get("levers"))
+    if first:
+        assert full["SeedLevers"] == "inverse class weights, no EMA, no TTA"
     # the study's best val AP names its setting
     best = max(_results()["levers"], key=lambda r: r["mean_ap"])
     assert base["LeverBest"] == _tex(best["setting"])
