@@ -14,6 +14,7 @@ import math
 import re
 import statistics
 
+from .config import field_defaults
 from .config import model_label as _config_label
 from .report_tables import (
     COURSE_REFERENCE_MAP,
@@ -57,10 +58,10 @@ def _macro_word(s: str) -> str:
 
 def lever_text(levers: dict) -> str:
     """A run's levers (``class_weighting``, ``ema_decay``, ``tta``) in words, for the prose."""
-    weighting = levers.get("class_weighting", "inverse")
-    ema = "EMA" if levers.get("ema_decay") else "no EMA"
-    tta = "flip TTA" if levers.get("tta") else "no TTA"
-    return f"{weighting} class weights, {ema}, {tta}"
+    lv = {**field_defaults(levers), **levers}  # a field it lacks: today's default (config)
+    ema = "EMA" if lv["ema_decay"] else "no EMA"
+    tta = "flip TTA" if lv["tta"] else "no TTA"
+    return f"{lv['class_weighting']} class weights, {ema}, {tta}"
 
 
 def _per_class(results: dict, name: str, split: str = "test", key: str = "ap") -> list:
