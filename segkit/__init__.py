@@ -23,8 +23,12 @@ from .models import (
     UNet,
     create_model,
     list_models,
+    weights_label,
 )
+from .notebook import compare_runs, load_full_results, show_test_predictions
+from .plan import protocol_recipe
 from .predict import predict_image
+from .sources import ensure_datasets
 from .study import AUGMENT_EPOCHS, AUGMENT_SETTINGS, augmentation_study, format_rows
 from .utils import get_device, seed_everything
 from .viz import (
@@ -50,6 +54,9 @@ __all__ = [
     "AUGMENT_EPOCHS", "AUGMENT_SETTINGS", "augmentation_study", "evaluate", "evaluate_instance_run",
     "evaluate_run", "format_rows", "load_run_model", "predict_image", "results_table",
     "run_baseline", "run_experiment", "segmentation_eval", "train_instance", "train_one_epoch",
+    # notebooks: setup, the committed full run beside a notebook's runs
+    "compare_runs", "ensure_datasets", "load_full_results", "protocol_recipe",
+    "show_test_predictions", "weights_label",
     # figures
     "plot_confusion_matrix", "plot_history", "show_augmentations", "show_instances",
     "show_predictions", "show_segmentations",

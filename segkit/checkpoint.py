@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import field_defaults
+from .config import config_task, field_defaults
 from .utils import SegkitError, atomic_torch_save, load_torch_file
 
 # Config fields a resumed run may change: they do not change what is computed, or (epochs)
@@ -91,9 +91,8 @@ def describe_config(config: dict) -> str:
     """What a checkpoint holds, in words (for error messages)."""
     if not config:
         return "a checkpoint without a config"
-    kind = "instance" if "num_energy_levels" in config else "semantic"
-    model, classes = config.get("model", "?"), config.get("num_classes", "?")
-    return f"a {kind} {model!r} checkpoint ({classes} classes)"
+    classes = f" ({config['num_classes']} classes)" if "num_classes" in config else ""
+    return f"a {config_task(config)} {config.get('model', '?')!r} checkpoint{classes}"
 
 
 def load_model_state(model: nn.Module, ck: dict, path: str | os.PathLike, expected: str) -> None:
@@ -110,7 +109,9 @@ def load_model_state(model: nn.Module, ck: dict, path: str | os.PathLike, expect
 
 def config_changes(old: dict, new: dict) -> list[str]:
     """Fields (outside :data:`RESUME_SAFE_FIELDS`) whose value differs between two configs; a
-    field the ``old`` one lacks (saved before the field existed) counts as its default."""
+    field the ``old`` one lacks (saved before the field existed) counts as its default, and a
+    ``task`` it lacks is the one :func:`~segkit.config.config_task` infers."""
+    old, new = {**old, "task": config_task(old)}, {**new, "task": config_task(new)}
     keys = (set(old) | set(new)) - RESUME_SAFE_FIELDS
     defaults = field_defaults(new)
     norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731  (JSON has no tuples)

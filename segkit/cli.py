@@ -14,14 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import experiment, instance, predict, report, reproduce, sources, study
-from .cli_flags import add_config_flags, overrides_from_args
+from . import experiment, instance, maskrcnn, plan, predict, report, reproduce, sources, study
+from .cli_flags import add_config_flags, add_method_flags, method_overrides, overrides_from_args
 from .config import (
     QUICK_INSTANCE,
+    QUICK_MASKRCNN,
     QUICK_OUT_DIR,
     QUICK_SEMANTIC,
     RECIPES,
     InstanceConfig,
+    MaskRCNNConfig,
     TrainConfig,
     recipe,
 )
@@ -49,11 +51,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return recipe(overrides.pop("model", "unet"), **overrides)
 
 
-def instance_config_from_args(args: argparse.Namespace) -> InstanceConfig:
-    overrides = overrides_from_args(args, InstanceConfig)
+INSTANCE_METHODS = {"watershed": InstanceConfig, "maskrcnn": MaskRCNNConfig}
+INSTANCE_QUICK = {"watershed": QUICK_INSTANCE, "maskrcnn": QUICK_MASKRCNN}
+
+
+def instance_config_from_args(args: argparse.Namespace) -> InstanceConfig | MaskRCNNConfig:
+    method = getattr(args, "method", "watershed")
+    overrides = method_overrides(args, INSTANCE_METHODS, method)
     if args.quick:
-        overrides = {**QUICK_INSTANCE, "out_dir": QUICK_OUT_DIR, **overrides}
-    return InstanceConfig(**overrides)
+        overrides = {**INSTANCE_QUICK[method], "out_dir": QUICK_OUT_DIR, **overrides}
+    return INSTANCE_METHODS[method](**overrides)
 
 
 # ------------------------------------------------------------------------------------ commands
@@ -94,13 +101,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_instance_train(args: argparse.Namespace) -> int:
     cfg = instance_config_from_args(args)
-    out = instance.train_instance(cfg, resume=args.resume)
+    if isinstance(cfg, MaskRCNNConfig):
+        out = maskrcnn.train_maskrcnn(cfg, resume=args.resume)
+    else:
+        out = instance.train_instance(cfg, resume=args.resume)
     print(json.dumps({k: v for k, v in out.items() if not isinstance(v, (dict, list))}, indent=2))
     return 0
 
 
 def cmd_instance_evaluate(args: argparse.Namespace) -> int:
-    out = instance.evaluate_instance_run(args.run, args.split, args.device, args.data_dir)
+    is_maskrcnn = maskrcnn.run_task(args.run) == "maskrcnn"
+    evaluate = maskrcnn.evaluate_maskrcnn_run if is_maskrcnn else instance.evaluate_instance_run
+    out = evaluate(args.run, args.split, args.device, args.data_dir)
     m = out["metrics"]
     print(f"{args.run} on {args.split}: " + "  ".join(f"{k} {m[k]:.3f}" for k in instance.HEADLINE))
     return 0
@@ -155,6 +167,9 @@ def cmd_seeds(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.plan:  # what would train, and its estimated cost; nothing runs
+        print(plan.format_plan(plan.plan(args.device, args.quick), args.device))
+        return 0
     out = args.out or (f"{QUICK_OUT_DIR}/generated" if args.quick else "report/generated")
     runs = args.runs or (QUICK_OUT_DIR if args.quick else "runs")
     res = reproduce.reproduce(
@@ -326,17 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
     inst = sub.add_parser("instance", help="Penn-Fudan instance segmentation (train, evaluate)")
     isub = inst.add_subparsers(dest="instance_command", required=True, metavar="{train,evaluate}")
     p = _add(
-        isub, "train", "train the two-head UNet, tune post-processing on val", cmd_instance_train
-    )
-    add_config_flags(p, InstanceConfig)
+        isub, "train", "train the two-head UNet + watershed (--method watershed) or Mask R-CNN "
+        "(--method maskrcnn), tune post-processing on val", cmd_instance_train,
+    )  # fmt: skip
+    add_method_flags(p, INSTANCE_METHODS)
     p.add_argument(
         "--quick",
         action="store_true",
-        help=_quick_help(QUICK_INSTANCE) + f", into {QUICK_OUT_DIR}/",
+        help=f"{_quick_help(QUICK_INSTANCE)}; maskrcnn {_quick_help(QUICK_MASKRCNN)}; into "
+        f"{QUICK_OUT_DIR}/",
     )
     p.add_argument("--resume", action="store_true", help="continue from checkpoint_last.pt")
     p = _add(isub, "evaluate", "COCO mask AP of an instance run on a split", cmd_instance_evaluate)
-    p.add_argument("run", help="instance run folder (e.g. runs/instance)")
+    p.add_argument("run", help="instance run folder (e.g. runs/instance, runs/maskrcnn)")
     p.add_argument("--split", default="test", choices=SPLITS, help="(default: test)")
     _device(p)
     _data_dir(p)
@@ -345,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "reproduce", "every experiment, then report/generated/ (resumable)", cmd_reproduce
     )
     p.add_argument("--quick", action="store_true", help=f"quick mode into {QUICK_OUT_DIR}")
+    p.add_argument(
+        "--plan", action="store_true",
+        help="print the runs (epochs, weights, estimated minutes) for --device; train nothing",
+    )  # fmt: skip
     _device(p)
     p.add_argument(
         "--out", default=None, help="results.json, tables, figures (default: report/generated)"

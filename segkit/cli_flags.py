@@ -80,7 +80,7 @@ def add_config_flags(
     defaults = defaults or cls()
     group = parser.add_argument_group(f"{cls.__name__} fields")
     for f in dataclasses.fields(cls):
-        if f.name in skip or f.name == "extra":
+        if f.name in skip or f.name == "extra" or not f.init:  # not f.init: task, fixed by cls
             continue
         flag = "--" + f.name.replace("_", "-")
         hint, origin, optional = _field_type(cls, f)
@@ -104,4 +104,42 @@ def add_config_flags(
 
 
 def overrides_from_args(args: argparse.Namespace, cls: type[RunConfig]) -> dict[str, Any]:
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    return {f.name: getattr(args, f.name) for f in fields if hasattr(args, f.name)}
+
+
+def add_method_flags(
+    parser: argparse.ArgumentParser, methods: dict[str, type[RunConfig]], flag: str = "--method"
+) -> None:
+    """``flag`` choosing among ``methods`` (name -> config class, the first the default) and
+    the flags of every method's fields (one per field name); a shared field whose defaults
+    differ says each method's default in its help."""
+    names = list(methods)
+    parser.add_argument(flag, default=names[0], choices=names, help=f"(default: {names[0]})")
+    seen: set[str] = set()
+    for cls in methods.values():
+        add_config_flags(parser, cls, skip=sorted(seen))
+        seen |= {f.name for f in dataclasses.fields(cls)}
+    for action in parser._actions:
+        defaults = {
+            name: getattr(cls(), action.dest)
+            for name, cls in methods.items()
+            if action.dest in {f.name for f in dataclasses.fields(cls) if f.init}
+        }
+        if len(defaults) > 1 and len({_fmt_default(v) for v in defaults.values()}) > 1:
+            each = ", ".join(f"{n} {_fmt_default(v)}" for n, v in defaults.items())
+            action.help = action.help.rsplit(" (default:", 1)[0] + f" (default: {each})"
+
+
+def method_overrides(
+    args: argparse.Namespace, methods: dict[str, type[RunConfig]], method: str
+) -> dict[str, Any]:
+    """The flags given for ``method``'s config class; a flag of another method only is an
+    error naming it (it would be silently ignored otherwise)."""
+    own = {f.name for f in dataclasses.fields(methods[method]) if f.init}
+    others = {f.name for cls in methods.values() for f in dataclasses.fields(cls) if f.init}
+    wrong = sorted(n for n in others - own if hasattr(args, n))
+    if wrong:
+        flags = ", ".join("--" + n.replace("_", "-") for n in wrong)
+        raise ValueError(f"{flags}: not a flag of --method {method}")
+    return overrides_from_args(args, methods[method])

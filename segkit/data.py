@@ -211,12 +211,14 @@ def make_loader(
     seed: int = 0,
     num_workers: int | None = None,
     device: str | torch.device = "cpu",
+    collate_fn: Callable | None = None,
 ) -> DataLoader:
     """A DataLoader with a seeded generator (reproducible shuffles and augmentations).
 
     ``num_workers=None`` picks by device: on CUDA worker processes (up to 8) augment the next
     batches into pinned memory while the GPU trains, so the data pipeline does not starve it; on
     the CPU the main process augments (workers would compete with the training threads).
+    ``collate_fn``: e.g. lists for detection samples of different sizes.
     """
     cuda = torch.device(device).type == "cuda"
     if num_workers is None:
@@ -233,4 +235,5 @@ def make_loader(
         pin_memory=cuda,
         persistent_workers=num_workers > 0,
         drop_last=False,
+        collate_fn=collate_fn,
     )

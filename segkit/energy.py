@@ -11,9 +11,8 @@ import torch
 from scipy import ndimage as ndi
 from skimage.segmentation import relabel_sequential, watershed
 
-from .constants import IGNORE_INDEX
+from .constants import IGNORE_INDEX, NUM_ENERGY_LEVELS
 
-NUM_ENERGY_LEVELS = 16  # K, as in the DWT paper
 MAX_DISTANCE = 32.0  # px at working size where the top level starts (~half a pedestrian's width)
 
 

@@ -23,7 +23,7 @@ from .checkpoint import (
     load_checkpoint,
     load_model_state,
 )
-from .config import TrainConfig, model_label
+from .config import TrainConfig, config_task, model_label
 from .data import Augment, SegmentationDataset, make_loader, split_label_counts
 from .engine import evaluate, train
 from .losses import segmentation_loss, weighting
@@ -207,7 +207,7 @@ def load_run_model(run_dir: str | os.PathLike, device: torch.device | None = Non
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"{run_dir}: no such run folder (expected <out_dir>/<run name>)")
     ck = load_checkpoint(path, require=("model", "config"))
-    if "num_energy_levels" in ck["config"]:
+    if config_task(ck["config"]) != TrainConfig.task:
         raise CheckpointError(
             f"{path}: holds {describe_config(ck['config'])}; expected a semantic run "
             "(use `segkit instance evaluate` for instance runs)"

@@ -27,7 +27,7 @@ from .checkpoint import (
     load_checkpoint,
     load_model_state,
 )
-from .config import InstanceConfig
+from .config import InstanceConfig, config_task
 from .data import make_loader
 from .energy import expected_energy, remove_small, score_instances, watershed_from_maps
 from .engine import train
@@ -294,7 +294,7 @@ def train_instance(
 def _config_from_checkpoint(config: dict[str, Any]) -> InstanceConfig:
     """The run's config; runs saved before the redesign name ``model`` ``body`` and
     ``aug_scale`` ``scale`` (their ``out_dir`` was the run folder itself: not used here)."""
-    config = dict(config)
+    config = {"task": config_task(config), **config}  # inferred before the legacy names go
     for old, new in LEGACY_FIELDS.items():
         if old in config and new not in config:
             config[new] = config.pop(old)
@@ -312,7 +312,7 @@ def load_instance_run(
         raise CheckpointError(f"{run_dir}: no such run folder (expected <out_dir>/<run name>)")
     path = run_dir / "checkpoint.pt"
     ck = load_checkpoint(path, require=("model", "config"))
-    if "num_energy_levels" not in ck["config"]:
+    if config_task(ck["config"]) != InstanceConfig.task:
         raise CheckpointError(
             f"{path}: holds {describe_config(ck['config'])}; expected an instance run "
             "(use `segkit evaluate` for semantic runs)"

@@ -22,12 +22,18 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
-from .constants import IGNORE_INDEX, SPLITS
+from .constants import (
+    IGNORE_INDEX,
+    NUM_ENERGY_LEVELS,
+    PENNFUDAN_SPLIT_SEED,
+    PENNFUDAN_TEST_SIZE,
+    PENNFUDAN_VAL_SIZE,
+    SPLITS,
+)
 from .data import read_image
-from .energy import NUM_ENERGY_LEVELS, instance_targets, level_edges
+from .energy import instance_targets, level_edges
 from .utils import find_dataset_dir
 
-SPLIT_SEED, VAL_SIZE, TEST_SIZE = 0, 20, 50
 PREPARE_HINT = "run `segkit data prepare-pennfudan` (official zip, checksummed) or pass --data-dir"
 PAD_FILL = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}  # padding: black, counts nowhere
 
@@ -71,9 +77,9 @@ def list_pennfudan(root: Path) -> list[str]:
 def split_stems(
     stems: Sequence[str],
     split: str,
-    seed: int = SPLIT_SEED,
-    val_size: int = VAL_SIZE,
-    test_size: int = TEST_SIZE,
+    seed: int = PENNFUDAN_SPLIT_SEED,
+    val_size: int = PENNFUDAN_VAL_SIZE,
+    test_size: int = PENNFUDAN_TEST_SIZE,
 ) -> list[str]:
     """The fixed seeded split: permute sorted stems; test first, then val, the rest train."""
     if split not in SPLITS:
@@ -216,9 +222,9 @@ class PennFudanDataset(Dataset):
         max_size: int = 512,
         num_energy_levels: int = NUM_ENERGY_LEVELS,
         limit: int | None = None,
-        split_seed: int = SPLIT_SEED,
-        val_size: int = VAL_SIZE,
-        test_size: int = TEST_SIZE,
+        split_seed: int = PENNFUDAN_SPLIT_SEED,
+        val_size: int = PENNFUDAN_VAL_SIZE,
+        test_size: int = PENNFUDAN_TEST_SIZE,
     ) -> None:
         self.root = pennfudan_dir(data_dir)
         self.split = split

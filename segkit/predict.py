@@ -26,6 +26,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from . import constants, viz
 from .checkpoint import CheckpointError, describe_config, load_checkpoint
+from .config import config_task
+from .constants import IMAGE_SUFFIXES
 from .energy import expected_energy, watershed_from_maps
 from .experiment import load_run_model
 from .instance import load_instance_run
@@ -33,8 +35,7 @@ from .models.instance_unet import split_logits
 from .pennfudan import working_size
 from .utils import SegkitError, get_device
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-PALETTE = np.array(constants.PALETTE, dtype=np.uint8)  # (C, 3): the course classes' colours
+PALETTE = viz.PALETTE  # (C, 3) uint8: the course classes' colours
 TRAIN_AREA = constants.IMAGE_SIZE[0] * constants.IMAGE_SIZE[1]  # pixels the models were trained on
 OVERLAY_ALPHA = 0.5  # weight of the class colour in the semantic overlay
 
@@ -300,8 +301,8 @@ def _output_stems(images: list[Path], out_dir: Path) -> list[Path]:
 
 # ------------------------------------------------------------------------------ runs
 def load_predictor(run_dir: str | os.PathLike, device: torch.device) -> Predictor:
-    """The model of a run folder, semantic or instance. The kind comes from the checkpoint's
-    config: instance configs have ``num_energy_levels``.
+    """The model of a run folder, semantic or instance. The kind is the task of the checkpoint's
+    config (:func:`segkit.config.config_task`).
 
     Raises:
         SegkitError: a missing folder, or one that holds no segkit checkpoint.
@@ -318,8 +319,11 @@ def load_predictor(run_dir: str | os.PathLike, device: torch.device) -> Predicto
     config = load_checkpoint(path, require=("model", "config"))["config"]
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: not a segkit checkpoint (its config is not a dict)")
+    task = config_task(config)
+    if task not in ("semantic", "watershed"):
+        raise CheckpointError(f"{path}: holds {describe_config(config)}, which predict cannot run")
     try:
-        if "num_energy_levels" in config:
+        if task == "watershed":
             return Predictor("instance", *load_instance_run(run_dir, device))
         model, cfg = load_run_model(run_dir, device)
     except SegkitError:

@@ -15,9 +15,10 @@ MODEL_LABELS = {
     "baseline": BASELINE_LABEL,
     **{name: _config_label(name) for name in MODEL_TABLE},
 }
-# the assignment write-up's val mean AP (course "voc" flavour); its ResNet rows used ImageNet
-# weights, which cannot be downloaded on the machines these runs were made on
-COURSE_REFERENCE_MAP = {
+# the val mean AP of the assignment's reference write-up (one earlier student's answers, not the
+# course's numbers); its ResNet rows used ImageNet weights, which cannot be downloaded on the
+# machines these runs were made on
+WRITEUP_VAL_AP = {
     "baseline": 0.24,
     "baseconv": 0.50,
     "unet": 0.57,
@@ -37,7 +38,7 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
-def _tex_escape(s: str) -> str:
+def tex_escape(s: str) -> str:
     specials = {
         "\\": r"\textbackslash{}",
         "_": r"\_",
@@ -94,7 +95,7 @@ def _tabular(
     return "\n".join(lines)
 
 
-def _init(entry: dict) -> str:
+def encoder_init(entry: dict) -> str:
     """How a run's encoder started, from its config: scratch, ImageNet or a local file.
 
     ``weights="default"`` is the model's own default: ImageNet for the EfficientNet UNets
@@ -113,10 +114,10 @@ def model_label(name: str, entry: dict) -> str:
     """Display name, with the encoder initialisation read from the run's config."""
     if name == "baseline":
         return MODEL_LABELS[name]
-    return f"{MODEL_LABELS.get(name, _config_label(name))} ({_init(entry)})"
+    return f"{MODEL_LABELS.get(name, _config_label(name))} ({encoder_init(entry)})"
 
 
-def _entries(results: dict):
+def model_entries(results: dict):
     """(name, entry, val metrics, test metrics, training seconds) for the baseline and models."""
     for name in ("baseline", *MODEL_ORDER):
         r = results["models"].get(name) if name != "baseline" else results.get("baseline")
@@ -127,13 +128,13 @@ def _entries(results: dict):
 def table_models(results: dict) -> str:
     """One row per model (readable name, encoder init, epochs, minutes, val and test metrics)."""
     header = ["Model", "Init.", "Ep.", "Min", "AP", "mIoU", "acc", "AP", "mIoU", "acc", "val AP"]
-    groups = [("", 4), ("val", 3), ("test", 3), ("course", 1)]
+    groups = [("", 4), ("val", 3), ("test", 3), ("write-up", 1)]
     rows = []
-    for name, r, v, t, seconds in _entries(results):
+    for name, r, v, t, seconds in model_entries(results):
         rows.append(
             [
-                _tex_escape(MODEL_LABELS.get(name, _config_label(name))),
-                "--" if name == "baseline" else _init(r),
+                tex_escape(MODEL_LABELS.get(name, _config_label(name))),
+                "--" if name == "baseline" else encoder_init(r),
                 str(r.get("epochs", "--")),
                 fmt(seconds / 60, 0) if seconds else "--",
                 fmt(v["mean_ap"]),
@@ -142,7 +143,7 @@ def table_models(results: dict) -> str:
                 fmt(t.get("mean_ap")),
                 fmt(t.get("miou")),
                 fmt(t.get("pixel_acc")),
-                fmt(COURSE_REFERENCE_MAP.get(name), 2),
+                fmt(WRITEUP_VAL_AP.get(name), 2),
             ]
         )
     return _tabular(
@@ -152,8 +153,9 @@ def table_models(results: dict) -> str:
         "Semantic segmentation, Stanford Background (course layout). Init.: how the encoder "
         "started; Ep.: epochs trained; Min: training wall time in minutes. AP: mean over "
         "classes of the course's all-points AP over pixels; mIoU: true IoU "
-        "TP/(TP+FP+FN); acc: pixel accuracy. Course val AP: the assignment write-up's "
-        "numbers (its ResNet rows used ImageNet weights).",
+        "TP/(TP+FP+FN); acc: pixel accuracy. Write-up val AP: the val mean AP of the "
+        "assignment's reference write-up, another student's runs (its ResNet rows used ImageNet "
+        "weights).",
         "tab:models",
         groups=groups,
         wide=True,
@@ -166,17 +168,17 @@ def table_per_class(results: dict, metric: str = "ap", split: str = "test") -> s
     names = results["class_names"]
     key, mean_key, label = {"ap": ("ap", "mean_ap", "AP"), "iou": ("iou", "miou", "IoU")}[metric]
     rows = []
-    for name, r, *_ in _entries(results):
+    for name, r, *_ in model_entries(results):
         m = r.get(split)
         if not m:
             continue
         rows.append(
-            [_tex_escape(MODEL_LABELS.get(name, _config_label(name)))]
+            [tex_escape(MODEL_LABELS.get(name, _config_label(name)))]
             + [fmt(x) for x in m[key]]
             + [fmt(m[mean_key])]
         )
     return _tabular(
-        ["Model", *(_tex_escape(n) for n in names), "mean"],
+        ["Model", *(tex_escape(n) for n in names), "mean"],
         rows,
         _NAME_COL + "r" * (len(names) + 1),
         f"Per-class {label} on the {split} split (a dash: class absent from ground truth and "
@@ -190,7 +192,7 @@ def table_per_class(results: dict, metric: str = "ap", split: str = "test") -> s
 def table_augment(results: dict) -> str:
     rows = [
         [
-            _tex_escape(r["augment"]),
+            tex_escape(r["augment"]),
             str(r["epochs"]),
             fmt(r["mean_ap"]),
             fmt(r["miou"]),
@@ -203,7 +205,7 @@ def table_augment(results: dict) -> str:
         ["Augmentation", "Ep.", "val AP", "val mIoU", "val acc"],
         rows,
         "lrrrr",
-        f"Q1: augmentation settings for the {_tex_escape(_config_label(model))}, same budget, "
+        f"Q1: augmentation settings for the {tex_escape(_config_label(model))}, same budget, "
         "val split.",
         "tab:augment",
     )
@@ -231,9 +233,9 @@ def table_ablation(results: dict) -> str:
                              fmt(a["pixel_acc"])])  # fmt: skip
 
     for i, r in enumerate(results.get("levers") or []):
-        model = _tex_escape(_config_label(r.get("model") or results.get("augmentation_model", "")))
+        model = tex_escape(_config_label(r.get("model") or results.get("augmentation_model", "")))
         first = f"{model}, {r['epochs']} ep." if i == 0 else ""
-        variants(first, _tex_escape(r["setting"]), r, r.get("ablation") or {})
+        variants(first, tex_escape(r["setting"]), r, r.get("ablation") or {})
     for name in MODEL_ORDER:
         entry = results.get("models", {}).get(name)
         if entry and entry.get("val_ablation"):
@@ -243,7 +245,7 @@ def table_ablation(results: dict) -> str:
                 if k in entry["val_ablation"]
             ]
             label = ", ".join(["recipe", *on])
-            variants(_tex_escape(_config_label(name)), label, entry["val"], entry["val_ablation"])
+            variants(tex_escape(_config_label(name)), label, entry["val"], entry["val_ablation"])
     if not rows:
         return "% generated by segkit.report: no lever study or lever ablation in results.json\n"
     return _tabular(
@@ -281,62 +283,85 @@ def table_baseline(results: dict) -> str:
     )
 
 
-def _instance_body(inst: dict) -> str:
+def instance_body(inst: dict) -> str:
     return inst.get("model") or inst.get("body") or (inst.get("config") or {}).get("model") or ""
 
 
+# the instance methods of the bonus, in table order: (results.json key, method label)
+INSTANCE_METHODS = (
+    ("instance", "DWT two-head UNet + watershed"),
+    ("instance_maskrcnn", "Mask R-CNN"),
+)
+
+
 def table_instance(results: dict) -> str:
-    inst = results.get("instance")
-    if not inst:
+    """One row per instance method run (test split), then the outside reference, if any."""
+    runs = [(key, label, results[key]) for key, label in INSTANCE_METHODS if results.get(key)]
+    if not runs:
         return "% no instance-segmentation results\n"
-    m = inst["test"]
-    rows = [
-        [
-            "segkit DWT two-head UNet ("
-            + _tex_escape(_config_label(_instance_body(inst)))
-            + f" body, {inst['epochs']} ep.)",
-            fmt(m["ap"]),
-            fmt(m["ap50"]),
-            fmt(m["ap75"]),
-            fmt(m.get("mean_best_iou")),
-        ]
-    ]
-    ref = inst.get("reference")
+    timed = any(r.get("inference_ms") is not None for _, _, r in runs)
+    rows = []
+    for _, label, r in runs:
+        m = r["test"]
+        body = tex_escape(_config_label(instance_body(r)))
+        row = [f"{label} ({body} body, {r['epochs']} ep.)", fmt(m["ap"]), fmt(m["ap50"]),
+               fmt(m["ap75"]), fmt(m.get("mean_best_iou")),
+               fmt(r["train_seconds"] / 60, 0) if r.get("train_seconds") else "--"]  # fmt: skip
+        rows.append(row + ([fmt(r.get("inference_ms"), 0)] if timed else []))
+    ref = runs[0][2].get("reference")
     note = ""
     if ref:
         note = (
             " The last row is the number "
-            + _tex_escape(ref.get("model", "the reference"))
+            + tex_escape(ref.get("model", "the reference"))
             + " reports"
-            + (" (" + _tex_escape(ref["note"]) + ")" if ref.get("note") else "")
+            + (" (" + tex_escape(ref["note"]) + ")" if ref.get("note") else "")
             + ", not a run of ours."
         )
         rows.append(
-            [
-                _tex_escape(ref.get("model", "reference")) + " (reported)",
-                fmt(ref["mask_ap"]),
-                "--",
-                "--",
-                "--",
-            ]
+            [tex_escape(ref.get("model", "reference")) + " (reported)", fmt(ref["mask_ap"])]
+            + ["--"] * (5 if timed else 4)
         )
+    header = ["Method", "AP", "AP50", "AP75", "best-match IoU", "Min"] + (
+        ["ms/img"] if timed else []
+    )
     return _tabular(
-        ["Method", "AP", "AP50", "AP75", "best-match IoU"],
+        header,
         rows,
-        _NAME_COL + "rrrr",
+        _NAME_COL + "r" * (len(header) - 1),
         "Bonus: Penn-Fudan instance segmentation, test split, COCO-style mask AP@[.5:.95]; "
-        "best-match IoU: mean over ground-truth people of the best predicted mask's IoU." + note,
+        "best-match IoU: mean over ground-truth people of the best predicted mask's IoU; Min: "
+        "training wall time in minutes"
+        + ("; ms/img: inference time per test image" if timed else "")
+        + "."
+        + note,
         "tab:instance",
         wide=True,
     )
 
 
+def train_minutes(results: dict) -> dict[str, float]:
+    """Summed wall time (minutes) of each group of training runs that recorded it: ``models``
+    (the semantic models of the models table), ``instance`` (every instance method),
+    ``augmentation`` (Q1 study), ``levers`` (lever study), ``seeds`` (seed study)."""
+    seeds = results.get("seeds") or []
+    seed_runs = [
+        r for e in (seeds if isinstance(seeds, list) else [seeds]) for r in e.get("runs") or []
+    ]
+    groups = {
+        "models": list(results.get("models", {}).values()),
+        "instance": [results.get(key) or {} for key, _ in INSTANCE_METHODS],
+        "augmentation": results.get("augmentation") or [],
+        "levers": results.get("levers") or [],
+        "seeds": seed_runs,
+    }
+    seconds = {k: sum(r.get("train_seconds") or 0 for r in runs) for k, runs in groups.items()}
+    return {k: s / 60 for k, s in seconds.items() if s}
+
+
 def total_train_minutes(results: dict) -> float:
-    """Summed wall time of every training run (models, augmentation study, instance)."""
-    seconds = [r.get("train_seconds") or 0 for r in results.get("models", {}).values()]
-    seconds += [r.get("train_seconds") or 0 for r in results.get("augmentation") or []]
-    seconds.append((results.get("instance") or {}).get("train_seconds") or 0)
-    return sum(seconds) / 60
+    """Summed wall time of every training run that recorded it (see :func:`train_minutes`)."""
+    return sum(train_minutes(results).values())
 
 
 def run_hardware(results: dict) -> str:
@@ -353,12 +378,12 @@ def run_hardware(results: dict) -> str:
 def run_cores_threads(results: dict) -> tuple[str, str]:
     """(cores, torch threads) of the training runs, read from their hardware lines ("?" if none)."""
     found = re.findall(r"(\d+) cores?, (\d+) torch threads?", run_hardware(results))
-    cores = "/".join(_distinct(c for c, _ in found)) or "?"
-    threads = "/".join(_distinct(t for _, t in found)) or "?"
+    cores = "/".join(distinct(c for c, _ in found)) or "?"
+    threads = "/".join(distinct(t for _, t in found)) or "?"
     return cores, threads
 
 
-def _distinct(values) -> list:
+def distinct(values) -> list:
     out = []
     for v in values:
         if v is not None and v not in out:

@@ -24,9 +24,6 @@ from tqdm.auto import tqdm
 from . import viz
 from .checkpoint import finished_results
 from .config import (
-    INSTANCE_EPOCH_SECONDS,
-    MODEL_TABLE,
-    QUICK_INSTANCE,
     QUICK_SEMANTIC,
     SEMANTIC_MODELS,
     InstanceConfig,
@@ -43,6 +40,8 @@ from .experiment import (
 )
 from .instance import evaluate_instance_run, train_instance
 from .parallel import resolve_jobs, train_side_by_side
+from .plan import instance_config, protocol_recipe
+from .plan import trainings as plan_trainings
 from .report import load_results, update_readme, write_tables
 from .study import (
     AUGMENT_EPOCHS,
@@ -182,7 +181,7 @@ def reproduce(
     common = dict(
         device=device, out_dir=str(runs_dir), data_dir=data_dir, **(QUICK_SEMANTIC if quick else {})
     )
-    trainings = _trainings(common, quick, instance)
+    trainings = plan_trainings(common, quick, instance)
     jobs = resolve_jobs(jobs, device)  # a bad --jobs fails before the clock starts
     with WallClock(runs_dir, fresh=force) as clock:
         results = _run_steps(out_dir, runs_dir, trainings, common, quick, force, instance, jobs)
@@ -278,10 +277,10 @@ def _run_steps(
             results["levers"] = study_rows(lever_configs(cfg), force=force_train, progress=False)
         elif step == "instance":
             results["instance"] = _instance(
-                runs_dir, out_dir, _instance_config(common, quick), force, force_train
+                runs_dir, out_dir, instance_config(common, quick), force, force_train
             )
         else:
-            cfg = recipe(step, **common)
+            cfg = protocol_recipe(step, **common)
             run_dir = runs_dir / cfg.name
             val = _reusable(run_dir, cfg.to_dict(), force_train)
             if val is None:
@@ -312,13 +311,6 @@ def _run_steps(
     return results
 
 
-def _instance_config(common: dict, quick: bool) -> InstanceConfig:
-    keys = ("device", "out_dir", "data_dir")
-    return InstanceConfig(
-        **{k: common[k] for k in keys if k in common}, **(QUICK_INSTANCE if quick else {})
-    )
-
-
 def _instance(
     runs_dir: Path, out_dir: Path, cfg: InstanceConfig, force: bool, force_train: bool
 ) -> dict:
@@ -343,19 +335,3 @@ def _instance(
         "test": test["metrics"],
         "reference": test.get("reference"),
     }
-
-
-def _trainings(common: dict, quick: bool, instance: bool) -> list[RunConfig]:
-    """Every training of the reproduction, longest expected first (see ``epoch_seconds``)."""
-    study = recipe(AUGMENT_MODEL, **{"epochs": AUGMENT_EPOCHS, **common})
-    levers = recipe(AUGMENT_MODEL, **{"epochs": LEVER_EPOCHS, **common})
-    runs: list[RunConfig] = [*augmentation_configs(study), *lever_configs(levers)]
-    runs += [recipe(m, **common) for m in SEMANTIC_MODELS]
-    runs += [_instance_config(common, quick)] if instance else []
-
-    def cost(cfg: RunConfig) -> float:
-        if isinstance(cfg, InstanceConfig):
-            return cfg.epochs * INSTANCE_EPOCH_SECONDS
-        return cfg.epochs * MODEL_TABLE[cfg.model].epoch_seconds  # type: ignore[attr-defined]
-
-    return sorted(runs, key=cost, reverse=True)

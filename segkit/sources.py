@@ -18,7 +18,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .archives import ChecksumError, check_sha256, download, safe_extract, sha256_file
-from .constants import SPLITS, SYNTHETIC_MARKER
+from .constants import CLASSES, IMAGE_SIZE, IMAGE_SUFFIXES, JPEG_QUALITY, SPLITS, SYNTHETIC_MARKER
 from .utils import data_root, find_dataset_dir
 
 
@@ -48,17 +48,11 @@ SOURCES: dict[str, DatasetSource] = {
     ),
     "sbd": DatasetSource("sbd", "classes.txt"),  # rebuilt from iccv09Data by prepare_sbd
 }
-SBD_CLASSES = tuple("sky tree road grass water building mountain foreground misc".split())
-SBD_SIZE = (288, 224)  # (width, height) of the course layout
-MISC = 8  # regions.txt marks unknown pixels with -1; the course maps them to "misc"
-# PIL's default quality (4:2:0), the setting of the course files: a rebuilt JPEG is ~44 dB PSNR
-# from the course one, against ~36 dB at quality 95 (which keeps detail the course files lost).
-JPEG_QUALITY = 75
+MISC = CLASSES.index("misc")  # regions.txt marks unknown pixels -1; the course maps them here
 # The course palette: a 9-colour jet for classes 0..8, padded to 16 entries with greys.
 SBD_PALETTE = list(bytes.fromhex("00007f 0000fe 0060ff 00d4ff 4cffaa aaff4c ffe500 ff7a00 fe1200"))
 SBD_PALETTE += [v for g in range(9, 16) for v in (g, g, g)]
 MANIFEST = "REBUILT.sha256"  # written by prepare_sbd: sha256 of every file it produced
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def _source(name: str) -> DatasetSource:
@@ -312,7 +306,7 @@ def sbd_geometry(width: int, height: int) -> tuple[tuple[int, int], tuple[int, i
     rounded as torchvision's ``Resize`` + ``CenterCrop`` do (Python ``round``); with nearest
     resampling this reproduces the course labels pixel for pixel.
     """
-    w0, h0 = SBD_SIZE
+    h0, w0 = IMAGE_SIZE
     s = max(w0 / width, h0 / height)
     size = (max(w0, round(width * s)), max(h0, round(height * s)))
     left, top = round((size[0] - w0) / 2), round((size[1] - h0) / 2)
@@ -347,7 +341,7 @@ def convert_sbd_image(
 
 def build_sbd(original: Path, out: Path, splits: dict[str, list[str]]) -> None:
     """Write the course layout into the empty folder ``out`` from an ``iccv09Data`` folder."""
-    (out / "classes.txt").write_text("".join(f"{c}\n" for c in SBD_CLASSES))
+    (out / "classes.txt").write_text("".join(f"{c}\n" for c in CLASSES))
     jobs = [(split, i, image_id) for split, ids in splits.items() for i, image_id in enumerate(ids)]
     for split in splits:
         (out / split).mkdir(parents=True)
@@ -416,3 +410,26 @@ def prepare_pennfudan(
     root = data_root(data_dir)
     root.mkdir(parents=True, exist_ok=True)
     return _obtain("PennFudanPed", source, root, download, archive_sha256, install=True)
+
+
+PREPARED = {"sbd": prepare_sbd, "PennFudanPed": prepare_pennfudan}  # the folders the loaders read
+
+
+def ensure_datasets(data_dir: str | os.PathLike | None = None, *, download: bool = False) -> Path:
+    """Both prepared datasets under the data root (``data_dir``, ``$SEGKIT_DATA``, ``./data``):
+    each one already there is verified as ``segkit data verify`` does, each one missing is
+    prepared from an archive beside it or, with ``download``, from its official source. A
+    synthetic folder (``segkit.synthetic``, marked ``SYNTHETIC``) is reported as such, not
+    checked against the course checksums. Returns the data root.
+
+    Example:
+        >>> ensure_datasets(download=True)  # Colab: use what is there, fetch what is missing
+    """
+    root = data_root(data_dir)
+    for name, prepare in PREPARED.items():
+        folder = root / name
+        if (folder / SYNTHETIC_MARKER).is_file() and (folder / _source(name).marker).exists():
+            print(f"{name} at {folder}: synthetic (segkit.synthetic), not the course data")
+        else:
+            prepare(data_dir=root, download=download)
+    return root

@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .constants import CLASSES, IMAGE_SIZE, PALETTE, SPLITS, SYNTHETIC_MARKER
+from .constants import (
+    CLASSES,
+    IMAGE_SIZE,
+    JPEG_QUALITY,
+    PALETTE,
+    PENNFUDAN_TEST_SIZE,
+    PENNFUDAN_VAL_SIZE,
+    SPLITS,
+    SYNTHETIC_MARKER,
+)
 
 MARKER = SYNTHETIC_MARKER  # beside sbd/classes.txt and in PennFudanPed/; segkit.sources reads it
 MARKER_TEXT = (
@@ -24,9 +33,8 @@ MARKER_TEXT = (
 SBD_SIZES = {"train": 24, "val": 8, "test": 8}
 # 90 images keep the default Penn-Fudan split (test 50, val 20) with 20 left for train, so
 # `reproduce --quick` and the notebook run on it with InstanceConfig's defaults.
-PENNFUDAN_N = 90
+PENNFUDAN_N = PENNFUDAN_TEST_SIZE + PENNFUDAN_VAL_SIZE + 20
 HALF_WIDTH = 0.16  # of a synthetic pedestrian, as a fraction of its height
-JPEG_QUALITY = 75  # PIL's default, the setting of the course JPEGs
 SKY, TREE, ROAD, GRASS, WATER, BUILDING, MOUNTAIN, FOREGROUND, MISC = range(len(CLASSES))
 
 

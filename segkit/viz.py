@@ -316,3 +316,28 @@ def plot_confusion_matrix(
     title = {"true": "rows normalised", "pred": "columns normalised", "all": "normalised"}
     axes[0, 0].set_title(f"confusion matrix ({title.get(normalize, 'counts')})", fontsize=9)
     return fig
+
+
+def plot_loss_terms(history: dict, terms: list[str] | tuple[str, ...], name: str | None = None) -> Figure:
+    """Per-term training losses per epoch (log scale) and, when present, the validation mask
+    AP / AP50 / AP75 (``val_ap``, ``val_ap50``, ``val_ap75``), e.g. Mask R-CNN's five losses."""
+    epochs = history["epoch"]
+    prefix = f"{name}: " if name else ""
+    has_ap = "val_ap" in history
+    fig, axes = _subplots(1, 2 if has_ap else 1, figsize=(10 if has_ap else 5, 3.5), squeeze=False)
+    ax = axes[0, 0]
+    for term in terms:
+        ax.plot(epochs, history[term], "o-", ms=3, label=term)
+    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title=f"{prefix}training loss terms")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8)
+    if has_ap:
+        ax = axes[0, 1]
+        for key, label in (("val_ap", "mask AP"), ("val_ap50", "AP50"), ("val_ap75", "AP75")):
+            if key in history:
+                ax.plot(epochs, history[key], "o-", ms=3, label=f"val {label}")
+        ax.set(xlabel="epoch", ylim=(0, 1), title=f"{prefix}validation")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

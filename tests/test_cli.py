@@ -196,10 +196,17 @@ def test_bad_weights_and_checkpoints_name_the_file(tmp_path, quick_data, capsys)
     err = capsys.readouterr().err
     assert str(run / "checkpoint.pt") in err and len(err) < 400
 
-    ck["config"]["num_energy_levels"] = 16  # an instance checkpoint given to `segkit evaluate`
-    torch.save(ck, run / "checkpoint.pt")
-    assert main(["evaluate", str(run), "--data-dir", str(quick_data)]) == 2
-    assert "instance" in capsys.readouterr().err
+    # an instance checkpoint given to `segkit evaluate`: today's (task) and an old one (no task,
+    # but num_energy_levels)
+    semantic = dict(ck["config"])
+    for config in (
+        {**semantic, "task": "watershed"},
+        {**{k: v for k, v in semantic.items() if k != "task"}, "num_energy_levels": 16},
+    ):
+        torch.save({**ck, "config": config}, run / "checkpoint.pt")
+        assert main(["evaluate", str(run), "--data-dir", str(quick_data)]) == 2
+        err = capsys.readouterr().err
+        assert "holds a watershed 'unet' checkpoint" in err and "expected a semantic run" in err
 
 
 @pytest.mark.parametrize(

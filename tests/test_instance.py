@@ -392,11 +392,23 @@ def test_one_epoch_smoke_run(tmp_path):
     # resuming a finished run trains no further and gives the same val results
     again = train_instance(cfg, progress=False, figures=False, grid=grid, resume=True)
     assert again["metrics"] == out["metrics"] and again["epochs_run"] == 1
-    # runs saved before the redesign (body / scale) still load; semantic runs are refused
+    # a finished run saved before the task field is reused, not refused as another config
+    val = json.loads((run / "results_val.json").read_text())
+    assert val["config"]["task"] == "watershed"
+    del val["config"]["task"]
+    (run / "results_val.json").write_text(json.dumps(val))
+    assert train_instance(cfg, progress=False, figures=False, reuse=True) == val
+    # runs saved before the task field (and before the redesign: body / scale) still load, by
+    # num_energy_levels or by body; semantic runs are refused
     ck = load_checkpoint(run / "checkpoint.pt")
-    legacy = {k: v for k, v in ck["config"].items() if k not in ("model", "aug_scale")}
+    assert ck["config"]["task"] == "watershed"
+    old = {k: v for k, v in ck["config"].items() if k != "task"}
+    save_checkpoint(run / "checkpoint.pt", **{**ck, "config": old})
+    assert load_instance_run(run)[1] == cfg
+    legacy = {k: v for k, v in old.items() if k not in ("model", "aug_scale")}
     save_checkpoint(run / "checkpoint.pt", **{**ck, "config": {**legacy, "body": "effnet_unet"}})
     assert load_instance_run(run)[1].model == "effnet_unet"
-    save_checkpoint(run / "checkpoint.pt", **{**ck, "config": {"model": "unet"}})
-    with pytest.raises(CheckpointError, match="expected an instance run"):
-        load_instance_run(run)
+    for semantic in ({"model": "unet"}, {"model": "unet", "task": "semantic"}):
+        save_checkpoint(run / "checkpoint.pt", **{**ck, "config": semantic})
+        with pytest.raises(CheckpointError, match="semantic 'unet' checkpoint; expected an inst"):
+            load_instance_run(run)

