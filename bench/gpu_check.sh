@@ -5,6 +5,10 @@
 #   3. one epoch of each semantic model, AMP on and off
 #                                             python -m segkit.cli train --model M --epochs 1 ...
 #   4. torch.compile throughput (unet)        bench/train_speed.py --device cuda --compile
+#   0. (first) the GPU reproduction's plan     segkit reproduce --plan --device cuda
+#   5. with REPRODUCE=1, the GPU reproduction  segkit reproduce --device cuda (about 20 min:
+#      give it DEADLINE_S=1500), printed beside the committed CPU run; its results.json is
+#      <OUT>/gpu_check/gpu_results.json, to commit as report/generated/gpu/results.json
 # then prints two markdown tables (model, amp, seconds per epoch, val AP, images/s; and the
 # throughput ratios) and writes them with summary.json to the output folder.
 #
@@ -137,7 +141,8 @@ step() {
   printf ' %q' "${@:2}" >>"$CMDS"
   printf '\n' >>"$CMDS"
   if [[ $MODE == parse ]] ||
-    [[ $MODE == dry && $name != "$DRY_TRAIN" && $name != "$DRY_SPEED" && $kind != pytest ]]; then
+    [[ $MODE == dry && $name != "$DRY_TRAIN" && $name != "$DRY_SPEED" && $kind != pytest &&
+      $kind != plan ]]; then
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$name" "$model" "$amp" "parsed" "" "" \
       "$run" >>"$STEPS"
     return 0
@@ -168,6 +173,9 @@ step() {
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$name" "$model" "$amp" "$status" "$wall" \
     "$log" "$run" >>"$STEPS"
 }
+
+# 0. the plan of the GPU reproduction (every mode runs it: it trains nothing)
+step plan plan_cuda - - - -- "$PY" -m segkit.cli reproduce --plan --device cuda
 
 # 1. the gpu-marked tests (dry: collected only, they need CUDA)
 if [[ $MODE == real ]]; then
@@ -201,6 +209,18 @@ if [[ $COMPILE == 1 ]]; then
   else
     step speed speed_unet_compile unet amp - -- "$PY" bench/train_speed.py --device "$DEV" \
       --model unet --compile "${SPEED_LIMITS[@]}"
+  fi
+fi
+
+# 5. the whole GPU reproduction (REPRODUCE=1; about 20 minutes on one H100-class GPU, so give
+#    it DEADLINE_S=1500 or more): its results.json lands in $OUTDIR/gpu_results.json and the
+#    table below puts it beside the committed CPU run's (report/generated/results.json)
+if [[ ${REPRODUCE:-0} == 1 || $MODE == parse || $MODE == dry ]]; then  # dry: parsed only
+  STEP_TIMEOUT_S=${REPRODUCE_TIMEOUT_S:-1500} step reproduce gpu_reproduce - amp "$WORK/gpu_runs" \
+    -- "$PY" -m segkit.cli reproduce --device "$DEV" --data-dir "$DATA" --runs "$WORK/gpu_runs" \
+    --out "$WORK/gpu_generated"
+  if [[ -f $WORK/gpu_generated/results.json ]]; then
+    cp "$WORK/gpu_generated/results.json" "$OUTDIR/gpu_results.json"
   fi
 fi
 
@@ -241,7 +261,10 @@ for line in cmds.read_text().splitlines():
     argv = shlex.split(cmd)
     for form in (argv, real(argv)):
         try:
-            if "segkit.cli" in form:
+            if "segkit.cli" in form and kind in ("plan", "reproduce"):
+                args = build_parser().parse_args(form[form.index("segkit.cli") + 1 :])
+                assert args.command == "reproduce" and args.plan == (kind == "plan"), form
+            elif "segkit.cli" in form:
                 args = build_parser().parse_args(form[form.index("segkit.cli") + 1 :])
                 cfg = config_from_args(args)
                 assert args.command == "train" and cfg.epochs == 1 and not args.figures, form
@@ -329,6 +352,20 @@ for r in speed_rows:
         f"| {'-' if share is None else format(100 * share, '.1f') + '%'} "
         f"| {fmt(r.get('compile_s'), '.0f')} | {r['status']} |")
 lines += ["", "other steps: " + ", ".join(f"{o['name']} {o['status']}" for o in other)]
+gpu_file, cpu_file = out / "gpu_results.json", Path("report/generated/results.json")
+if gpu_file.is_file() and cpu_file.is_file():  # the GPU reproduction beside the committed CPU run
+    gpu, cpu = json.loads(gpu_file.read_text()), json.loads(cpu_file.read_text())
+    lines += ["", f"GPU reproduction ({gpu['hardware']}, {gpu.get('reproduce_wall_minutes', 0):.1f} "
+              f"min wall) beside the CPU run ({cpu['date']})", "",
+              "| model | CPU epochs | CPU val AP | CPU test AP | GPU epochs | GPU weights "
+              "| GPU val AP | GPU test AP | GPU train min |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, g in gpu["models"].items():
+        c = cpu["models"].get(name, {})
+        lines.append(
+            f"| {name} | {c.get('epochs', '-')} | {fmt(c.get('val', {}).get('mean_ap'), '.3f')} "
+            f"| {fmt(c.get('test', {}).get('mean_ap'), '.3f')} | {g['epochs']} "
+            f"| {g['config'].get('weights')} | {g['val']['mean_ap']:.3f} "
+            f"| {g['test']['mean_ap']:.3f} | {g['train_seconds'] / 60:.1f} |")
 text = "\n".join(lines)
 print(text)
 (out / "table.md").write_text(text + "\n")

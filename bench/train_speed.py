@@ -52,7 +52,7 @@ from segkit.data import (  # noqa: E402
     sbd_dir,
     split_label_counts,
 )
-from segkit.engine import to_device, train_one_epoch  # noqa: E402
+from segkit.engine import evaluate, to_device, train_one_epoch  # noqa: E402
 from segkit.losses import class_weights, segmentation_loss  # noqa: E402
 from segkit.models import create_model  # noqa: E402
 from segkit.optim import build_optimizer  # noqa: E402
@@ -146,6 +146,37 @@ def find_root(data: str | None) -> Path:
         except FileNotFoundError:
             pass
     raise SystemExit(f"no Stanford Background data (sbd/classes.txt) in {cands}; use --data DIR")
+
+
+def _validation_seconds(
+    model: torch.nn.Module,
+    root: Path,
+    bs: int,
+    device: torch.device,
+    amp: bool,
+    cl: bool,
+    num_classes: int,
+    sync: Any,
+) -> tuple[float, float, int]:
+    """Seconds of one validation pass with segkit's evaluator (forward + metrics), seconds of
+    the forward passes alone over the same batches, and the number of val images."""
+    val_set = SegmentationDataset("val", root, progress=False)
+    batches = [to_device(b, device) for b in make_loader(val_set, bs, shuffle=False)]
+    evaluate(model, batches, num_classes, amp=amp, channels_last=cl)  # warm-up
+    sync()
+    t0 = time.perf_counter()
+    evaluate(model, batches, num_classes, amp=amp, channels_last=cl)
+    sync()
+    eval_s = time.perf_counter() - t0
+    model.eval()
+    with torch.inference_mode(), autocast_context(device, amp):
+        sync()
+        t0 = time.perf_counter()
+        for images, _ in batches:
+            model(to_device(images, device, cl))  # (N, C, H, W)
+        sync()
+    model.train()
+    return eval_s, time.perf_counter() - t0, len(val_set)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     load1 = os.getloadavg()[0]
 
     ips = {k: steps * bs / v for k, v in secs.items()}
+    eval_s, forward_s, val_images = _validation_seconds(
+        model, root, bs, device, amp, cl, cfg.num_classes, sync
+    )
+    epoch_train_s = len(stems) / ips["segkit"]  # one epoch over every training image
+    eval_share = eval_s / (epoch_train_s + eval_s)
     share = {k: waits[k] / secs[k] for k in loops}
 
     def pure_of(name: str) -> str:
@@ -320,6 +356,13 @@ def main(argv: list[str] | None = None) -> int:
         ratios["compiled_vs_eager_segkit"] = ips["segkit_compiled"] / ips["segkit"]
         print(f"torch.compile: first compiled step(s) took {compile_s:.1f} s (compile included)")
     print(
+        f"validation ({val_images} val images, segkit's one evaluator, AP keys "
+        f"{'on the GPU' if device.type == 'cuda' else 'on the CPU'}): {eval_s:.2f} s, of which "
+        f"the model's forward passes {forward_s:.2f} s and the metrics {eval_s - forward_s:.2f} s;"
+        f" an epoch of {len(stems)} training images at segkit's rate takes {epoch_train_s:.1f} s,"
+        f" so evaluating is {eval_share:.0%} of an epoch"
+    )
+    print(
         f"segkit: {ratios['segkit_vs_plain']:.2f}x the plain loop, "
         f"{ratios['segkit_vs_pure']:.0%} of the pure model step; data wait "
         f"{share['segkit']:.1%} of segkit's step time (plain loop {share['plain']:.1%})"
@@ -332,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         "synthetic_data": (root / "SYNTHETIC").exists(), "load_avg": [load0, load1],
         "images_per_s": ips, "data_share": {k: share[k] for k in loops if loops[k][1]},
         "ratios": ratios, "compile_s": compile_s, "date": time.strftime("%Y-%m-%d"),
+        "eval_seconds": eval_s, "eval_forward_seconds": forward_s,
+        "eval_share_of_epoch": eval_share,
     }  # fmt: skip
     if not all(math.isfinite(v) for v in ips.values()):
         raise SystemExit("non-finite throughput")

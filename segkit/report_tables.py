@@ -370,9 +370,11 @@ def run_hardware(results: dict) -> str:
     The top-level ``results["hardware"]`` describes the process that ran ``segkit reproduce``,
     not the runs (which may set their own thread count); it is used only when no run has one.
     """
-    runs = list(results.get("models", {}).values()) + [results.get("instance") or {}]
+    runs = list(results.get("models", {}).values())
+    runs += [results.get(key) or {} for key, _ in INSTANCE_METHODS]
     used = sorted({r["hardware"] for r in runs if r and r.get("hardware")})
-    return "; ".join(used) or results.get("hardware", "?")
+    text = "; ".join(used) or results.get("hardware", "?")
+    return re.sub(r"\b1 (core|torch thread)s\b", r"1 \1", text)  # "1 torch thread", not "threads"
 
 
 def run_cores_threads(results: dict) -> tuple[str, str]:

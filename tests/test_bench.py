@@ -58,6 +58,10 @@ def test_train_speed_prints_table_and_ratios(sbd_root: Path, tmp_path: Path) -> 
     assert ratios["segkit_vs_plain"] == pytest.approx(
         summary["images_per_s"]["segkit"] / summary["images_per_s"]["plain"]
     )
+    # the share of an epoch spent evaluating: validation seconds over (epoch training + them)
+    assert "so evaluating is" in out
+    assert 0 < summary["eval_forward_seconds"] <= summary["eval_seconds"] * 1.5
+    assert 0 < summary["eval_share_of_epoch"] < 1
     assert 0 <= summary["data_share"]["segkit"] < 1
     assert f"segkit: {ratios['segkit_vs_plain']:.2f}x the plain loop" in out
 
@@ -95,6 +99,9 @@ def test_gpu_check_parse_dry_run(sbd_root: Path, tmp_path: Path) -> None:
     summary = _check_tables(tmp_path, res.stdout)
     assert all(r["status"] == "parsed" for r in summary["train"] + summary["speed"])
     assert (tmp_path / "gpu_check" / "logs.tar.gz").is_file()
+    # the GPU reproduction's plan and the reproduction itself are among the checked commands
+    other = {o["name"]: o["status"] for o in summary["other"]}
+    assert other["plan_cuda"] == other["gpu_reproduce"] == "parsed"
 
 
 def test_gpu_check_rejects_unknown_argument() -> None:

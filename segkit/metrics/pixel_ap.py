@@ -95,6 +95,35 @@ def _ap_from_keys(keys: np.ndarray) -> tuple[float, float]:
     return float(voc / npos), float(np.einsum("i,i->", d_tp, prec) / npos)
 
 
+def _torch_keys(scores: torch.Tensor, negative: torch.Tensor) -> torch.Tensor | None:
+    """:func:`_sort_keys` on the scores' own device (int32 keys), or None when a score is not in
+    [0, 2) (then the numpy path applies). Shape: scores (...) float32; negative (...) bool;
+    returns (P,) int32."""
+    bits = scores.contiguous().view(torch.int32)  # (...) the float's bits
+    if bits.numel() and not bool(((bits >= 0) & (bits < 1 << 30)).all()):
+        return None
+    return ((bits << 1) | negative.to(torch.int32)).reshape(-1)  # (P,)
+
+
+def _ap_from_keys_torch(keys: torch.Tensor) -> tuple[float, float]:
+    """:func:`_ap_from_keys` in torch, on the keys' device (one sort, no copy to the CPU)."""
+    keys = torch.sort(keys).values  # (P,) ascending score, positives first within a tie
+    pos = torch.nonzero((keys & 1) == 0).squeeze(1)  # (npos,)
+    npos = pos.numel()
+    if npos == 0:
+        return float("nan"), float("nan")
+    pos_keys = keys[pos]  # (npos,)
+    first = torch.ones(npos, dtype=torch.bool, device=keys.device)
+    first[1:] = pos_keys[1:] != pos_keys[:-1]
+    rank = torch.nonzero(first).squeeze(1)  # (T,) positives below each distinct score
+    prec = (npos - rank).double() / (keys.numel() - pos[rank]).double()  # (T,)
+    end = torch.tensor([npos], device=keys.device)
+    d_tp = torch.diff(rank, append=end).double()  # (T,) positives at that score
+    voc = (d_tp * torch.cummax(prec, 0).values).sum() / npos
+    step = (d_tp * prec).sum() / npos
+    return float(voc), float(step)
+
+
 def _flavour_index(flavour: str) -> int:
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown AP flavour {flavour!r}; use one of {FLAVOURS}")
@@ -180,24 +209,55 @@ class APAccumulator:
     """
 
     def __init__(
-        self, num_classes: int, ignore_index: int | None = None, from_logits: bool = False
+        self,
+        num_classes: int,
+        ignore_index: int | None = None,
+        from_logits: bool = False,
+        on_device: bool | None = None,
     ) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.from_logits = from_logits
+        self.on_device = on_device  # None: keys stay where CUDA scores are, else numpy
         self.reset()
 
     @torch.no_grad()
     def update(self, scores: ArrayLike, target: ArrayLike) -> None:
         """Add one batch. Shape: scores (N, C, H, W) probabilities (logits with ``from_logits``);
-        target (N, H, W) int."""
+        target (N, H, W) int. CUDA scores keep their keys on the GPU (``on_device``): no copy
+        of the batch to the CPU, and ``compute`` sorts there."""
         scores = torch.as_tensor(scores).detach().float()
         if self.from_logits:
             scores = scores.softmax(dim=1)  # (N, C, H, W)
+        device_ok = self.on_device if self.on_device is not None else scores.is_cuda
+        if device_ok and isinstance(target, torch.Tensor) and self._update_torch(scores, target):
+            return
         s, t, keep = _ap_inputs(scores, target, self.num_classes, self.ignore_index)
         for c in range(self.num_classes):
             self._keys[c].append(_sort_keys(s[:, c] if keep is None else s[:, c][keep], t != c))
         self._cache = None
+
+    def _update_torch(self, scores: torch.Tensor, target: torch.Tensor) -> bool:
+        """Keys of one batch on the scores' device; False (nothing added) when a score is out
+        of [0, 2) or a label is out of range (the numpy path then checks and says which)."""
+        target = target.to(scores.device)
+        if target.dim() == scores.dim():
+            target = target[:, 0]  # (N, 1, H, W) -> (N, H, W)
+        keep = None if self.ignore_index is None else target != self.ignore_index  # (N, H, W)
+        t = target if keep is None else target[keep]  # (N, H, W) or (P,)
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_classes):
+            return False
+        keys = []
+        for c in range(self.num_classes):
+            s = scores[:, c] if keep is None else scores[:, c][keep]  # (N, H, W) or (P,)
+            k = _torch_keys(s, t != c)
+            if k is None:
+                return False
+            keys.append(k)
+        for c, k in enumerate(keys):
+            self._keys[c].append(k)
+        self._cache = None
+        return True
 
     def compute(self, flavour: Flavour = "voc") -> np.ndarray:
         """Per-class AP (C,) over everything seen; NaN for classes without positive pixels."""
@@ -208,10 +268,19 @@ class APAccumulator:
     def _compute_class(self, c: int) -> tuple[float, float]:
         if not self._keys[c]:
             return float("nan"), float("nan")
-        keys = np.concatenate(self._keys[c])
+        chunks = self._keys[c]
+        if any(isinstance(k, torch.Tensor) for k in chunks):  # on the device (or mixed)
+            dev = next(k.device for k in chunks if isinstance(k, torch.Tensor))
+            same = all(isinstance(k, torch.Tensor) and k.dtype == torch.int32 for k in chunks)
+            keys_t = torch.cat(
+                chunks if same else [torch.as_tensor(k).to(dev, torch.int64) for k in chunks]
+            )  # (P,)
+            self._keys[c] = [keys_t]
+            return _ap_from_keys_torch(keys_t)
+        keys = np.concatenate(chunks)
         self._keys[c] = [keys]  # one chunk: no second copy at the next compute
         return _ap_from_keys(keys)
 
     def reset(self) -> None:
-        self._keys: list[list[np.ndarray]] = [[] for _ in range(self.num_classes)]
+        self._keys: list[list[np.ndarray | torch.Tensor]] = [[] for _ in range(self.num_classes)]
         self._cache: np.ndarray | None = None
