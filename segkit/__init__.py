@@ -7,13 +7,22 @@ lives in its module (the README's Layout section maps them).
 __version__ = "0.2.0"
 
 from .baseline import simple_predict, simple_train
-from .config import QUICK_INSTANCE, QUICK_SEMANTIC, InstanceConfig, TrainConfig, recipe
+from .config import (
+    QUICK_INSTANCE,
+    QUICK_MASKRCNN,
+    QUICK_SEMANTIC,
+    InstanceConfig,
+    MaskRCNNConfig,
+    TrainConfig,
+    recipe,
+)
 from .constants import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from .data import NO_AUGMENT, Augment, SegmentationDataset, label_counts, make_loader
 from .engine import evaluate, train, train_one_epoch, validate_model
 from .experiment import evaluate_run, load_run_model, results_table, run_baseline, run_experiment
 from .instance import evaluate_instance_run, train_instance
 from .losses import class_weights, cross_entropy_criterion, weighting
+from .maskrcnn import evaluate_maskrcnn_run, load_maskrcnn_run, train_maskrcnn
 from .metrics import compute_ap, compute_confusion_matrix, segmentation_eval
 from .models import (
     BaseConv,
@@ -47,11 +56,13 @@ __all__ = [
     "simple_train", "train", "validate_model",
     # data, configs, models
     "CLASSES", "IGNORE_INDEX", "NUM_CLASSES", "NO_AUGMENT", "QUICK_INSTANCE", "QUICK_SEMANTIC",
+    "QUICK_MASKRCNN", "MaskRCNNConfig",
     "Augment", "EffNetUNet", "InstanceConfig", "TrainConfig", "class_weights", "create_model",
     "get_device", "label_counts", "list_models", "make_loader", "recipe", "seed_everything",
     "weighting",
     # running and evaluating
     "AUGMENT_EPOCHS", "AUGMENT_SETTINGS", "augmentation_study", "evaluate", "evaluate_instance_run",
+    "evaluate_maskrcnn_run", "load_maskrcnn_run", "train_maskrcnn",
     "evaluate_run", "format_rows", "load_run_model", "predict_image", "results_table",
     "run_baseline", "run_experiment", "segmentation_eval", "train_instance", "train_one_epoch",
     # notebooks: setup, the committed full run beside a notebook's runs

@@ -174,7 +174,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     runs = args.runs or (QUICK_OUT_DIR if args.quick else "runs")
     res = reproduce.reproduce(
         out, runs, quick=args.quick, device=args.device, force=args.force,
-        data_dir=args.data_dir, readme=args.readme, jobs=args.jobs,
+        data_dir=args.data_dir, readme=args.readme, jobs=args.jobs, only=args.only,
     )  # fmt: skip
     for name, r in res["models"].items():
         print(
@@ -365,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plan", action="store_true",
         help="print the runs (epochs, weights, estimated minutes) for --device; train nothing",
+    )  # fmt: skip
+    p.add_argument(
+        "--only", nargs="+", default=None, choices=tuple(reproduce.steps()), metavar="STEP",
+        help="rerun (or reuse) just these steps and merge them into the existing results.json "
+        f"(recorded in its partial_updates); steps: {', '.join(reproduce.steps())}",
     )  # fmt: skip
     _device(p)
     p.add_argument(

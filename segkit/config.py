@@ -284,11 +284,12 @@ class MaskRCNNConfig(RunConfig):
     max_size: int = opt(720, "... and the long side at most this")
     fpn_channels: int = opt(128, "FPN channels over the EfficientNet-Lite0 maps")
     rois_per_image: int = opt(256, "RoIs sampled per image for the box and mask heads")
+    frozen_stages: int = opt(2, "EfficientNet stages frozen after the stem (2: up to stride 4)")
     aug_scale: tuple[float, float] = opt(
         (0.85, 1.15), "random rescale range in training (image, masks and boxes together)"
     )
     batch_size: int = opt(2, "images per training step")
-    epochs: int = opt(15, "training epochs")
+    epochs: int = opt(12, "training epochs")
     optimizer: str = opt("sgd", "optimiser (SGD: momentum 0.9)", choices=("adamw", "sgd"))
     lr: float = opt(0.01, "peak learning rate")
     warmup_steps: int = opt(100, "warmup steps of the cosine schedule (at most a tenth of all)")

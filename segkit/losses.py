@@ -142,8 +142,9 @@ def dwt_energy_loss(
 
     ``-sum_p c_p sum_k w_k [t_k(p) log y_k(p) + (1 - t_k(p)) log(1 - y_k(p))] / sum_p c_p``
     with y = softmax(logits), t the one-hot target level, w_k the level weights and
-    c_p = ``weight`` = 1 / sqrt(area of p's instance) on object pixels, 0 elsewhere (so the loss
-    is restricted to the semantic mask and small instances count as much as large ones).
+    c_p = ``weight`` = 1 / sqrt(area of p's instance) on object pixels, 0 elsewhere: the loss is
+    restricted to the semantic mask, and an instance of area A weighs sqrt(A) in total, so large
+    instances still count more than small ones, but by the square root of their area, not by it.
 
     Shape: energy_logits (N, K, H, W); energy (N, H, W) int64; weight (N, H, W) float.
     Returns a scalar.

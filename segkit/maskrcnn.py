@@ -44,8 +44,14 @@ from .metrics.mask_ap import InstanceEvaluator
 from .models.maskrcnn import build_maskrcnn
 from .optim import build_optimizer
 from .pennfudan import PennFudanDataset
-from .utils import autocast_context, get_device, hardware, remove_stale_temps, seed_everything
-from .utils import write_json
+from .utils import (
+    autocast_context,
+    get_device,
+    hardware,
+    remove_stale_temps,
+    seed_everything,
+    write_json,
+)
 
 LOSS_TERMS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")
 POSTPROCESS_GRID: dict[str, tuple[float, ...]] = {
@@ -73,7 +79,7 @@ def model_for(cfg: MaskRCNNConfig, init_weights: bool = True) -> nn.Module:
     return build_maskrcnn(
         cfg.weights, min_size=cfg.short_side, max_size=cfg.max_size,
         fpn_channels=cfg.fpn_channels, rois_per_image=cfg.rois_per_image,
-        init_weights=init_weights,
+        frozen_stages=cfg.frozen_stages, init_weights=init_weights,
     )  # fmt: skip
 
 
@@ -295,7 +301,9 @@ def train_maskrcnn(
     seed_everything(cfg.seed)
     device = get_device(cfg.device)
     log = log or (tqdm.write if progress else (lambda line: None))
-    train_set = DetectionDataset(make_base(cfg, "train"), DetectionAugment(cfg.aug_scale, cfg.flip_p))
+    train_set = DetectionDataset(
+        make_base(cfg, "train"), DetectionAugment(cfg.aug_scale, cfg.flip_p)
+    )
     val_set = make_base(cfg, "val")
     loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device,
                          collate_fn=collate_detection)  # fmt: skip
@@ -306,7 +314,9 @@ def train_maskrcnn(
     history = _fit(cfg, model, loader, val_set, device, run_dir, resume, progress, log)
     model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
     params, table = tune_postprocessing(model, val_set, grid or POSTPROCESS_GRID)
-    write_json({"selected_on": "val", "params": params, "grid": table}, run_dir / "postprocess.json")
+    write_json(
+        {"selected_on": "val", "params": params, "grid": table}, run_dir / "postprocess.json"
+    )
     write_json(history, run_dir / "history.json")
     if figures:
         fig = viz.plot_loss_terms(history, LOSS_TERMS, cfg.name)
@@ -365,7 +375,9 @@ def load_maskrcnn_run(
     path = run_dir / "checkpoint.pt"
     ck = load_checkpoint(path, require=("model", "config"))
     if config_task(ck["config"]) != "maskrcnn":
-        raise CheckpointError(f"{path}: holds {describe_config(ck['config'])}, not a Mask R-CNN run")
+        raise CheckpointError(
+            f"{path}: holds {describe_config(ck['config'])}, not a Mask R-CNN run"
+        )
     cfg = MaskRCNNConfig.from_dict(ck["config"])
     model = model_for(cfg, init_weights=False)
     load_model_state(model, ck, path, "a Mask R-CNN model")

@@ -359,11 +359,6 @@ def train_minutes(results: dict) -> dict[str, float]:
     return {k: s / 60 for k, s in seconds.items() if s}
 
 
-def total_train_minutes(results: dict) -> float:
-    """Summed wall time of every training run that recorded it (see :func:`train_minutes`)."""
-    return sum(train_minutes(results).values())
-
-
 def run_hardware(results: dict) -> str:
     """The distinct hardware lines recorded by the training runs.
 

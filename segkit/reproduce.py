@@ -10,14 +10,19 @@ test (tiny subsets, few epochs: ``config.QUICK_SEMANTIC``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import json
 import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from matplotlib.figure import Figure
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -166,6 +171,7 @@ def reproduce(
     readme: str | None = None,
     instance: bool = True,
     jobs: int | None = None,
+    only: list[str] | None = None,
 ) -> dict:
     """Run (or reuse) every experiment and write tables, figures and results.json to ``out``.
 
@@ -174,17 +180,21 @@ def reproduce(
     that one reproduction took (:class:`WallClock`), is printed and recorded as
     ``reproduce_wall_minutes`` (each call in ``reproduce_calls``). ``jobs``: trainings run side
     by side, one torch thread each (default: 2 on a CPU with at least 2 cores, else 1);
-    evaluation, figures and tables follow in this process."""
+    evaluation, figures and tables follow in this process. ``only``: just these steps (names of
+    :func:`steps`), merged into the existing results.json (see :func:`_update`)."""
     out_dir, runs_dir = Path(out), Path(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs_dir.mkdir(parents=True, exist_ok=True)
     common = dict(
         device=device, out_dir=str(runs_dir), data_dir=data_dir, **(QUICK_SEMANTIC if quick else {})
     )
+    ctx = Context(out_dir, runs_dir, common, quick, force, force)
+    if only:
+        return _update(ctx, only, readme)
     trainings = plan_trainings(common, quick, instance)
     jobs = resolve_jobs(jobs, device)  # a bad --jobs fails before the clock starts
     with WallClock(runs_dir, fresh=force) as clock:
-        results = _run_steps(out_dir, runs_dir, trainings, common, quick, force, instance, jobs)
+        results = _run_steps(ctx, trainings, jobs, instance)
     results["reproduce_calls"] = clock.calls
     results["reproduce_wall_minutes"] = clock.minutes
     results["reproduce_reused_runs"] = clock.reused([runs_dir / cfg.name for cfg in trainings])
@@ -193,9 +203,13 @@ def reproduce(
         + (f" over {len(clock.calls)} calls (resumed)" if len(clock.calls) > 1 else "")
         + f" ({hardware()})"
     )
+    return _write(results, out_dir, readme)
+
+
+def _write(results: dict, out_dir: Path, readme: str | None) -> dict:
+    """results.json, then the tables (and README) from it as `segkit report` reads it: with the
+    separately run studies beside it (seeds.json from `segkit seeds`, outside this budget)."""
     write_json(results, out_dir / "results.json")
-    # tables and README read results.json as `segkit report` does: with the separately run
-    # studies beside it (seeds.json from `segkit seeds`, outside this budget)
     written = load_results(out_dir / "results.json")
     write_tables(written, out_dir)
     if readme:
@@ -203,111 +217,173 @@ def reproduce(
     return results
 
 
+def _update(ctx: Context, only: list[str], readme: str | None) -> dict:
+    """``--only``: rerun (or reuse) the named steps and merge their entries into the existing
+    results.json; the other entries stay as the reproduction that wrote them left them, and
+    ``partial_updates`` records which steps were updated, when, where and in how long."""
+    unknown = sorted(set(only) - set(steps()))
+    if unknown:
+        raise SegkitError(f"--only: unknown step(s) {unknown}; the steps are {list(steps())}")
+    path = ctx.out_dir / "results.json"
+    results = _read(path)
+    if results is None:
+        raise SegkitError(f"--only updates {path}, which does not exist: run `segkit reproduce`")
+    t0 = time.perf_counter()
+    fresh = _run_steps(ctx, [], 1, instance=True, only=only)
+    for key in ("date", "hardware", "quick"):
+        fresh.pop(key)
+    _merge(results, fresh)
+    minutes = (time.perf_counter() - t0) / 60
+    update = dict(
+        date=dt.date.today().isoformat(), steps=only, hardware=hardware(), minutes=minutes
+    )
+    results.setdefault("partial_updates", []).append(update)
+    tqdm.write(f"reproduce --only {','.join(only)}: {minutes:.1f} min wall ({hardware()})")
+    return _write(results, ctx.out_dir, readme)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every step of a reproduction needs."""
+
+    out_dir: Path
+    runs_dir: Path
+    common: dict  # device, out_dir, data_dir (and the quick sizes)
+    quick: bool
+    force: bool  # re-evaluate and redraw, not only retrain
+    force_train: bool  # retrain (False when the trainings just ran side by side)
+
+    @property
+    def device(self) -> str:
+        return self.common["device"]
+
+    @property
+    def data_dir(self) -> str | None:
+        return self.common["data_dir"]
+
+
+def _save(fig: Figure, out_dir: Path, name: str, dpi: int) -> None:
+    """A figure of the report; photo panels (``.jpg``) go through PNG to a compact JPEG."""
+    png = out_dir / (Path(name).stem + ".png")
+    fig.savefig(png, dpi=dpi, bbox_inches="tight")
+    if name.endswith(".jpg"):
+        _copy(png, out_dir / name)
+        png.unlink()
+
+
+def _step_baseline(ctx: Context) -> dict:
+    """Q2: the per-pixel frequency baseline on val and test, its confusion and its map."""
+    base = {}
+    limit = QUICK_BASELINE_LIMIT if ctx.quick else None
+    for split in ("val", "test"):
+        path = ctx.runs_dir / "baseline" / f"results_{split}.json"
+        r = None if ctx.force else _read(path)
+        if r is None:
+            r = run_baseline(ctx.data_dir, split, str(ctx.runs_dir / "baseline"), limit=limit)
+        base[split] = r["metrics"]
+    val = base["val"]
+    fig = viz.plot_confusion_matrix(
+        val["confusion"], val["class_names"], ap=val["ap"], iou=val["iou"]
+    )
+    _save(fig, ctx.out_dir, "fig_baseline_confusion.png", 130)
+    fig = baseline_predictions_figure(ctx.data_dir, "test", limit)
+    _save(fig, ctx.out_dir, "fig_baseline_predictions.jpg", 110)
+    return {"baseline": base, "class_names": val["class_names"]}
+
+
+def _step_augmentation(ctx: Context) -> dict:
+    """Q1: the augmentation study (one model, one budget, each setting) and its figure."""
+    cfg = recipe(AUGMENT_MODEL, **{"epochs": AUGMENT_EPOCHS, **ctx.common})
+    rows = study_rows(augmentation_configs(cfg), force=ctx.force_train, progress=False)
+    train = SegmentationDataset("train", ctx.data_dir, limit=2)
+    fig = viz.show_augmentations(train, 0, AUGMENT_SETTINGS, n=2)
+    _save(fig, ctx.out_dir, "fig_augment.jpg", 110)
+    return {"augmentation": rows, "augmentation_model": cfg.model}
+
+
+def _step_levers(ctx: Context) -> dict:
+    """The lever study (class weighting, EMA, flip TTA) at a short budget, on val."""
+    cfg = recipe(AUGMENT_MODEL, **{"epochs": LEVER_EPOCHS, **ctx.common})
+    return {"levers": study_rows(lever_configs(cfg), force=ctx.force_train, progress=False)}
+
+
+def _step_model(ctx: Context, name: str) -> dict:
+    """Q6/Q7: one semantic model: train on train, select on val, evaluate test once."""
+    cfg = protocol_recipe(name, **ctx.common)
+    run_dir = ctx.runs_dir / cfg.name
+    val = _reusable(run_dir, cfg.to_dict(), ctx.force_train)
+    if val is None:
+        resume = not ctx.force_train and (run_dir / "checkpoint_last.pt").is_file()
+        val = run_experiment(cfg, figures=False, resume=resume)
+    test = None if ctx.force else _read(run_dir / "results_test.json")
+    if test is None:  # the one evaluation on test, after selection on val
+        limit = QUICK_TEST_LIMIT if ctx.quick else None
+        test = evaluate_run(run_dir, "test", ctx.device, ctx.data_dir, limit=limit)
+    if ctx.force or not (run_dir / "predictions_test.png").is_file():
+        save_run_figures(run_dir, ctx.device, ctx.data_dir)
+    for fig, ext in (("loss_curve", "png"), ("confusion_val", "png"), ("predictions_test", "jpg")):
+        _copy(run_dir / f"{fig}.png", ctx.out_dir / f"fig_{name}_{fig}.{ext}")
+    entry = {
+        "config": val["config"],
+        "epochs": val["epochs_run"],
+        "best_epoch": val["best_epoch"],
+        "train_seconds": val["train_seconds"],
+        "hardware": val["hardware"],
+        "val": val["metrics"],
+        "val_ablation": val.get("ablation", {}),
+        "test": test["metrics"],
+    }
+    return {"models": {name: entry}}
+
+
+def _step_instance(ctx: Context) -> dict:
+    """The bonus, detection-free: the two-head UNet and the watershed."""
+    cfg = instance_config(ctx.common, ctx.quick)
+    return {"instance": _instance(ctx.runs_dir, ctx.out_dir, cfg, ctx.force, ctx.force_train)}
+
+
+def steps(instance: bool = True) -> dict[str, Callable[[Context], dict]]:
+    """The steps of a reproduction, in order: name -> function returning its results entries."""
+    table: dict[str, Callable[[Context], dict]] = {
+        "baseline": _step_baseline,
+        "augmentation": _step_augmentation,
+        "levers": _step_levers,
+    }
+    table.update({m: functools.partial(_step_model, name=m) for m in SEMANTIC_MODELS})
+    if instance:
+        table["instance"] = _step_instance
+    return table
+
+
+def _merge(results: dict, entries: dict) -> None:
+    """Add one step's entries; the per-model ones go under ``models``."""
+    for key, value in entries.items():
+        if key == "models":
+            results.setdefault("models", {}).update(value)
+        else:
+            results[key] = value
+
+
 def _run_steps(
-    out_dir: Path,
-    runs_dir: Path,
+    ctx: Context,
     trainings: list[RunConfig],
-    common: dict,
-    quick: bool,
-    force: bool,
-    instance: bool,
     jobs: int,
+    instance: bool = True,
+    only: list[str] | None = None,
 ) -> dict:
     """The steps of :func:`reproduce`: every training (side by side when ``jobs`` > 1), then each
-    step's evaluation, figures and results."""
-    device, data_dir = common["device"], common["data_dir"]
+    step's evaluation, figures and results (only the ``only`` steps, when given)."""
     if jobs > 1:
-        train_side_by_side(trainings, jobs, force)
-        force_train = False  # just (re)trained above
-    else:
-        force_train = force
-    steps = ["baseline", "augmentation", "levers", *SEMANTIC_MODELS]
-    steps += ["instance"] if instance else []
-    bar = tqdm(steps, desc="reproduce", dynamic_ncols=True)
-    results: dict = {
-        "date": dt.date.today().isoformat(),
-        "hardware": hardware(),
-        "quick": quick,
-        "models": {},
-    }
-    for step in bar:
-        bar.set_postfix(step=step)
-        if step == "baseline":
-            base = {}
-            for split in ("val", "test"):
-                path = runs_dir / "baseline" / f"results_{split}.json"
-                r = None if force else _read(path)
-                if r is None:
-                    r = run_baseline(
-                        data_dir,
-                        split,
-                        str(runs_dir / "baseline"),
-                        limit=QUICK_BASELINE_LIMIT if quick else None,
-                    )
-                base[split] = r["metrics"]
-            results["baseline"] = base
-            results["class_names"] = base["val"]["class_names"]
-            fig = viz.plot_confusion_matrix(
-                base["val"]["confusion"],
-                base["val"]["class_names"],
-                ap=base["val"]["ap"],
-                iou=base["val"]["iou"],
-            )
-            fig.savefig(out_dir / "fig_baseline_confusion.png", dpi=130, bbox_inches="tight")
-            limit = QUICK_BASELINE_LIMIT if quick else None
-            fig = baseline_predictions_figure(data_dir, "test", limit)
-            fig.savefig(out_dir / "fig_baseline_predictions.png", dpi=110, bbox_inches="tight")
-            _copy(
-                out_dir / "fig_baseline_predictions.png", out_dir / "fig_baseline_predictions.jpg"
-            )
-            (out_dir / "fig_baseline_predictions.png").unlink()
-        elif step == "augmentation":
-            cfg = recipe(AUGMENT_MODEL, **{"epochs": AUGMENT_EPOCHS, **common})
-            results["augmentation"] = study_rows(
-                augmentation_configs(cfg), force=force_train, progress=False
-            )
-            results["augmentation_model"] = cfg.model
-            train = SegmentationDataset("train", data_dir, limit=2)
-            fig = viz.show_augmentations(train, 0, AUGMENT_SETTINGS, n=2)
-            fig.savefig(out_dir / "fig_augment.png", dpi=110, bbox_inches="tight")
-            _copy(out_dir / "fig_augment.png", out_dir / "fig_augment.jpg")
-            (out_dir / "fig_augment.png").unlink()
-        elif step == "levers":
-            cfg = recipe(AUGMENT_MODEL, **{"epochs": LEVER_EPOCHS, **common})
-            results["levers"] = study_rows(lever_configs(cfg), force=force_train, progress=False)
-        elif step == "instance":
-            results["instance"] = _instance(
-                runs_dir, out_dir, instance_config(common, quick), force, force_train
-            )
-        else:
-            cfg = protocol_recipe(step, **common)
-            run_dir = runs_dir / cfg.name
-            val = _reusable(run_dir, cfg.to_dict(), force_train)
-            if val is None:
-                resume = not force_train and (run_dir / "checkpoint_last.pt").is_file()
-                val = run_experiment(cfg, figures=False, resume=resume)
-            test = None if force else _read(run_dir / "results_test.json")
-            if test is None:  # the one evaluation on test, after selection on val
-                limit = QUICK_TEST_LIMIT if quick else None
-                test = evaluate_run(run_dir, "test", device, data_dir, limit=limit)
-            if force or not (run_dir / "predictions_test.png").is_file():
-                save_run_figures(run_dir, device, data_dir)
-            for name, ext in (
-                ("loss_curve", "png"),
-                ("confusion_val", "png"),
-                ("predictions_test", "jpg"),
-            ):
-                _copy(run_dir / f"{name}.png", out_dir / f"fig_{step}_{name}.{ext}")
-            results["models"][step] = {
-                "config": val["config"],
-                "epochs": val["epochs_run"],
-                "best_epoch": val["best_epoch"],
-                "train_seconds": val["train_seconds"],
-                "hardware": val["hardware"],
-                "val": val["metrics"],
-                "val_ablation": val.get("ablation", {}),
-                "test": test["metrics"],
-            }
+        train_side_by_side(trainings, jobs, ctx.force)
+        ctx = dataclasses.replace(ctx, force_train=False)  # just (re)trained above
+    table = steps(instance)
+    names = [n for n in table if only is None or n in only]
+    results: dict = {"date": dt.date.today().isoformat(), "hardware": hardware()}
+    results.update(quick=ctx.quick, models={})
+    bar = tqdm(names, desc="reproduce", dynamic_ncols=True)
+    for name in bar:
+        bar.set_postfix(step=name)
+        _merge(results, table[name](ctx))
     return results
 
 

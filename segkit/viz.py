@@ -318,13 +318,16 @@ def plot_confusion_matrix(
     return fig
 
 
-def plot_loss_terms(history: dict, terms: list[str] | tuple[str, ...], name: str | None = None) -> Figure:
+def plot_loss_terms(
+    history: dict, terms: list[str] | tuple[str, ...], name: str | None = None
+) -> Figure:
     """Per-term training losses per epoch (log scale) and, when present, the validation mask
     AP / AP50 / AP75 (``val_ap``, ``val_ap50``, ``val_ap75``), e.g. Mask R-CNN's five losses."""
     epochs = history["epoch"]
     prefix = f"{name}: " if name else ""
     has_ap = "val_ap" in history
-    fig, axes = _subplots(1, 2 if has_ap else 1, figsize=(10 if has_ap else 5, 3.5), squeeze=False)
+    cols = 2 if has_ap else 1
+    fig, axes = _subplots(1, cols, figsize=(5 * cols, 3.5), squeeze=False)
     ax = axes[0, 0]
     for term in terms:
         ax.plot(epochs, history[term], "o-", ms=3, label=term)

@@ -19,7 +19,7 @@ import pytest
 from segkit.config import MODEL_TABLE, model_label
 from segkit.report import TABLES, build_pdf, load_results, overfull_boxes, write_tables
 from segkit.report_numbers import numbers_macros
-from segkit.report_tables import ABLATION_VARIANTS, run_hardware
+from segkit.report_tables import ABLATION_VARIANTS, run_hardware, table_instance
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "report"
@@ -449,7 +449,9 @@ def test_still_improving_flags_follow_best_epoch():
     for key, r in res["models"].items():
         flag = r["best_epoch"] >= r["epochs"]
         assert (f"{prefix[key]}StillImproving" in macros) == flag, key
-        assert macros[f"{prefix[key]}BestEpochText"].startswith(f"{r['best_epoch']} of {r['epochs']}")
+        assert macros[f"{prefix[key]}BestEpochText"].startswith(
+            f"{r['best_epoch']} of {r['epochs']}"
+        )
         if flag:
             improving.append(_label(key))
     if improving:
@@ -463,7 +465,9 @@ def test_still_improving_flags_follow_best_epoch():
     assert ("ResNetsStillImproving" in macros) == both
     none = _variants(res)[2]
     text = _macros(numbers_macros(none))
-    assert "StillImprovingModels" not in text and "before its last" in text["StillImprovingSentence"]
+    assert (
+        "StillImprovingModels" not in text and "before its last" in text["StillImprovingSentence"]
+    )
 
 
 def test_best_model_sentence_reads_well_either_way():
@@ -487,7 +491,9 @@ def test_resnet_budget_macros_follow_the_numbers():
     if not {"unet", "resnet18", "resnet18_unet"} <= set(m):
         pytest.skip("no ResNet or UNet run")
     macros = _macros(numbers_macros(res))
-    cost = {k: m[k]["train_seconds"] / m[k]["epochs"] for k in ("unet", "resnet18", "resnet18_unet")}
+    cost = {
+        k: m[k]["train_seconds"] / m[k]["epochs"] for k in ("unet", "resnet18", "resnet18_unet")
+    }
     ratios = [cost[k] / cost["unet"] for k in ("resnet18", "resnet18_unet")]
     if all(abs(x - 1) <= 0.15 for x in ratios):
         assert macros["ResNetEpochCost"] == "about as much as"

@@ -88,7 +88,8 @@ def test_jobs_below_one_is_refused(quick_data, tmp_path, capsys):
 @pytest.mark.skipif(shutil.which("latexmk") is None, reason="LaTeX not installed")
 def test_pdf_builds_from_the_quick_run(quick_run, tmp_path):
     shutil.copytree(quick_run / "generated", tmp_path / "generated")
-    shutil.copy(ROOT / "report" / "main.tex", tmp_path / "main.tex")
+    for name in ("main.tex", "author.tex"):
+        shutil.copy(ROOT / "report" / name, tmp_path / name)
     pdf = build_pdf(tmp_path)
     assert pdf.is_file() and pdf.stat().st_size > 10_000
 

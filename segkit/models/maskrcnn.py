@@ -44,15 +44,25 @@ class EffNetFPN(nn.Module):
     torchvision's ``FeaturePyramidNetwork`` with a max-pooled fifth map (stride 64).
 
     Encoder BatchNorm layers become timm's ``FrozenBatchNormAct2d`` (statistics and affine
-    parameters fixed, activation kept): detection batches of 2 would ruin the statistics.
+    parameters fixed, activation kept): detection batches of 2 would ruin the statistics. The
+    stem and the first ``frozen_stages`` block groups are frozen too (``frozen_stages=2``: all
+    layers up to stride 4, the costliest to train), as torchvision freezes ResNet's first stages.
 
     Shape: ``(N, 3, H, W)`` normalised -> OrderedDict of 5 maps ``(N, C, H/s, W/s)``,
     ``s = 4, 8, 16, 32, 64``, ``C = out_channels``.
     """
 
-    def __init__(self, weights: str | os.PathLike | None = "imagenet", channels: int = FPN_CHANNELS):
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = "imagenet",
+        channels: int = FPN_CHANNELS,
+        frozen_stages: int = 2,
+    ) -> None:
         super().__init__()
         self.encoder = freeze_batch_norm_2d(EffNetLiteEncoder(weights))
+        body = self.encoder.body
+        for module in [body.conv_stem, body.bn1, *body.blocks[:frozen_stages]]:
+            module.requires_grad_(False)
         in_channels = self.encoder.out_channels[1:]  # the stride-2 map is not used
         self.fpn = FeaturePyramidNetwork(in_channels, channels, extra_blocks=LastLevelMaxPool())
         self.out_channels = channels
@@ -114,6 +124,7 @@ def build_maskrcnn(
     max_size: int = 720,
     fpn_channels: int = FPN_CHANNELS,
     rois_per_image: int = 256,
+    frozen_stages: int = 2,
     init_weights: bool = True,
 ) -> MaskRCNN:
     """torchvision ``MaskRCNN`` for background + pedestrian.
@@ -125,6 +136,7 @@ def build_maskrcnn(
         min_size / max_size: MaskRCNN's resize rule (short side, long side at most).
         rois_per_image: RoIs sampled per image for the box and mask heads in training (a
             quarter positive at most; torchvision's default 512).
+        frozen_stages: EfficientNet block groups frozen after the stem (0 to 7).
         init_weights: False builds the architecture ``weights`` implies without reading any
             weights (a checkpoint will fill them).
 
@@ -144,8 +156,6 @@ def build_maskrcnn(
     if weights is not None and weights != "imagenet":
         return _small_mask_logits(_coco_maskrcnn(weights if init_weights else None, **kw))
     anchors = AnchorGenerator(ANCHOR_SIZES, ASPECT_RATIOS)
-    model = MaskRCNN(
-        EffNetFPN(weights if init_weights else None, fpn_channels), num_classes=NUM_CLASSES, rpn_anchor_generator=anchors,
-        **kw,
-    )  # fmt: skip
+    backbone = EffNetFPN(weights if init_weights else None, fpn_channels, frozen_stages)
+    model = MaskRCNN(backbone, num_classes=NUM_CLASSES, rpn_anchor_generator=anchors, **kw)
     return _small_mask_logits(model)
