@@ -224,7 +224,7 @@ print(f"full run (report): mean AP {b['mean_ap']:.3f}  mIoU {b['miou']:.3f}  pix
     md("""The baseline predicts the same map for every image: at each pixel, the class most frequent
 there in the training labels. The line above the figure lists the classes that map contains."""),
     code("""ids = [0, 1, 2]
-print("classes in the baseline's map:", [segkit.CLASSES[c] for c in preds[0].argmax(0).unique()])
+print("classes in the baseline's map:", [segkit.CLASSES[c] for c in sorted(set(preds[0].argmax(0).ravel().tolist()))])
 segkit.show_segmentations([val_set[i][0] for i in ids], [val_set[i][1] for i in ids], preds[ids].argmax(1),
                           class_names=segkit.CLASSES)"""),
     md("""## Q3. Metrics: confusion matrix, IoU and average precision
