@@ -38,11 +38,19 @@ from .notebook import compare_runs, load_full_results, show_test_predictions
 from .plan import protocol_recipe
 from .predict import predict_image
 from .sources import ensure_datasets
-from .study import AUGMENT_EPOCHS, AUGMENT_SETTINGS, augmentation_study, format_rows
+from .study import (
+    AUGMENT_EPOCHS,
+    AUGMENT_SETTINGS,
+    augmentation_study,
+    format_rows,
+    format_sweep,
+)
 from .utils import get_device, seed_everything
 from .viz import (
+    plot_augment_sweep,
     plot_confusion_matrix,
     plot_history,
+    plot_loss_terms,
     show_augmentations,
     show_instances,
     show_predictions,
@@ -62,14 +70,15 @@ __all__ = [
     "weighting",
     # running and evaluating
     "AUGMENT_EPOCHS", "AUGMENT_SETTINGS", "augmentation_study", "evaluate", "evaluate_instance_run",
-    "evaluate_maskrcnn_run", "load_maskrcnn_run", "train_maskrcnn",
+    "evaluate_maskrcnn_run", "load_maskrcnn_run", "train_maskrcnn", "format_sweep",
     "evaluate_run", "format_rows", "load_run_model", "predict_image", "results_table",
     "run_baseline", "run_experiment", "segmentation_eval", "train_instance", "train_one_epoch",
     # notebooks: setup, the committed full run beside a notebook's runs
     "compare_runs", "ensure_datasets", "load_full_results", "protocol_recipe",
     "show_test_predictions", "weights_label",
     # figures
-    "plot_confusion_matrix", "plot_history", "show_augmentations", "show_instances",
+    "plot_augment_sweep", "plot_confusion_matrix", "plot_history", "plot_loss_terms",
+    "show_augmentations", "show_instances",
     "show_predictions", "show_segmentations",
     "__version__",
 ]  # fmt: skip

@@ -135,6 +135,45 @@ def finished_results(run_dir: str | os.PathLike, config: dict) -> dict | None:
     return done
 
 
+def last_checkpoint(save_path: str | os.PathLike) -> Path:
+    """The latest-epoch checkpoint beside the best one: ``checkpoint.pt`` ->
+    ``checkpoint_last.pt`` (what a resume reads)."""
+    save_path = Path(save_path)
+    return save_path.with_name(save_path.stem + "_last.pt")
+
+
+def save_training_state(
+    save_path: str | os.PathLike,
+    improved: bool,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    ema: Any,
+    loader: Any,
+    **info: Any,
+) -> None:
+    """Write one epoch's training state (the counterpart of :func:`restore_training_state`) to
+    :func:`last_checkpoint`, and to ``save_path`` too when the epoch is the ``improved`` best.
+
+    ``info``: ``epoch``, ``config``, ``history``, ``best``, ``best_epoch``. With ``ema`` the
+    averaged weights are the checkpoint's "model" and the raw ones "raw_model".
+    """
+    state = dict(
+        model=(model if ema is None else ema.module).state_dict(),
+        raw_model=None if ema is None else model.state_dict(),
+        ema=None if ema is None else ema.state_dict(),
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict() if scheduler is not None else None,
+        scaler=scaler.state_dict(),
+        **info,
+        rng=_rng_state(loader),
+    )
+    if improved:
+        save_checkpoint(save_path, **state)
+    save_checkpoint(last_checkpoint(save_path), **state)
+
+
 def restore_training_state(
     path: str | os.PathLike,
     config: dict | None,

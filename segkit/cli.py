@@ -22,6 +22,7 @@ from .config import (
     QUICK_OUT_DIR,
     QUICK_SEMANTIC,
     RECIPES,
+    REPORT_GENERATED,
     InstanceConfig,
     MaskRCNNConfig,
     TrainConfig,
@@ -124,15 +125,19 @@ def cmd_study(args: argparse.Namespace) -> int:
         overrides["data_dir"] = args.data_dir
     if args.quick:  # never beside the real runs that reproduce reuses
         overrides.update(QUICK_SEMANTIC, out_dir=QUICK_OUT_DIR)
-    default_epochs = study.LEVER_EPOCHS if args.levers else study.AUGMENT_EPOCHS
+    if args.levers and args.sweep:
+        raise SegkitError("--levers and --sweep are two studies: pick one")
+    default_epochs = study.LEVER_EPOCHS if args.levers else study.AUGMENT_EPOCHS  # = SWEEP_EPOCHS
     # an explicit --epochs wins, also over quick mode's
     base = recipe(args.model, **{"epochs": default_epochs, **overrides})
     if args.epochs:
         base = dataclasses.replace(base, epochs=args.epochs)
+    if args.sweep:
+        return _sweep(args, base)
     if args.levers:
         configs = study.lever_configs(base)
         # the report reads report/generated/levers.json: quick numbers never land there
-        default_out = Path(QUICK_OUT_DIR if args.quick else "report/generated") / "levers.json"
+        default_out = Path(QUICK_OUT_DIR if args.quick else REPORT_GENERATED) / "levers.json"
     else:
         settings = study.AUGMENT_SETTINGS
         if args.only:
@@ -146,6 +151,20 @@ def cmd_study(args: argparse.Namespace) -> int:
     rows = study.study_rows(configs, force=args.force and jobs == 1)
     write_json(rows, out)
     print(study.format_rows(rows))
+    print(f"wrote {out}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace, base: TrainConfig) -> int:
+    """``segkit study --sweep``: the Q1 sweep into report/generated (quick: never there)."""
+    name = "augment_sweep.json"
+    out = Path(
+        args.out or (Path(QUICK_OUT_DIR) / name if args.quick else Path(REPORT_GENERATED) / name)
+    )
+    seeds = tuple(args.seeds or study.SWEEP_SEEDS)
+    sweep = study.augmentation_sweep(base, seeds, force=args.force, jobs=args.jobs)
+    write_json(sweep, out)
+    print(study.format_sweep(sweep))
     print(f"wrote {out}")
     return 0
 
@@ -170,7 +189,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.plan:  # what would train, and its estimated cost; nothing runs
         print(plan.format_plan(plan.plan(args.device, args.quick), args.device))
         return 0
-    out = args.out or (f"{QUICK_OUT_DIR}/generated" if args.quick else "report/generated")
+    out = args.out or (f"{QUICK_OUT_DIR}/generated" if args.quick else REPORT_GENERATED)
     runs = args.runs or (QUICK_OUT_DIR if args.quick else "runs")
     res = reproduce.reproduce(
         out, runs, quick=args.quick, device=args.device, force=args.force,
@@ -286,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="first N images only (smoke tests)")
 
     p = _add(sub, "predict", "label your own images with a trained run", cmd_predict)
-    p.add_argument("run", help="run folder (semantic or instance)")
+    p.add_argument("run", help="run folder (semantic, watershed or Mask R-CNN)")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="images or folders")
     p.add_argument("--out", required=True, help="folder for the label PNGs and overlays")
     p.add_argument("--probs", action="store_true", help="also save per-class probabilities (.npy)")
@@ -298,11 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/baseline", help="(default: runs/baseline)")
 
     p = _add(
-        sub, "study", "Q1 augmentation study, or --levers: the lever study (same model and budget "
-        "per setting)", cmd_study,
+        sub, "study", "Q1 augmentation study, --sweep: the Q1 sweep, or --levers: the lever study "
+        "(same model and budget per setting)", cmd_study,
     )  # fmt: skip
     p.add_argument("--levers", action="store_true",
                    help="the lever study (class weights, EMA, flip TTA) instead of Q1")  # fmt: skip
+    p.add_argument("--sweep", action="store_true", help="the Q1 sweep: flip probability and "
+                   "crop area one at a time, and the seed spread of the centre point")  # fmt: skip
+    p.add_argument("--seeds", nargs="+", type=int, default=list(study.SWEEP_SEEDS),
+                   help="--sweep: the centre point's seeds (default: %(default)s)")  # fmt: skip
     p.add_argument("--model", default=study.AUGMENT_MODEL, choices=tuple(RECIPES),
                    help=f"(default: {study.AUGMENT_MODEL})")  # fmt: skip
     p.add_argument("--epochs", type=int, default=None,
@@ -310,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"with --levers {study.LEVER_EPOCHS})")  # fmt: skip
     p.add_argument("--out", default=None,
                    help="rows as JSON (default: <out-dir>/augmentation_study.json; with "
-                        f"--levers report/generated/levers.json, or {QUICK_OUT_DIR}/ "
+                        f"--levers {REPORT_GENERATED}/levers.json, or {QUICK_OUT_DIR}/ "
                         "with --quick)")  # fmt: skip
     _device(p)
     _data_dir(p)
@@ -334,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     _device(p)
     _data_dir(p)
     p.add_argument("--out-dir", default="runs", help="run folders (default: runs)")
-    p.add_argument("--out", default="report/generated/seeds.json", help="(default: %(default)s)")
+    p.add_argument("--out", default=f"{REPORT_GENERATED}/seeds.json", help="(default: %(default)s)")
     p.add_argument("--force", action="store_true", help="retrain runs that already have results")
     _jobs(p)
 
@@ -382,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     _jobs(p)
 
     p = _add(sub, "report", "tables from results.json, then build report/main.pdf", cmd_report)
-    p.add_argument("--generated", default="report/generated", help="(default: report/generated)")
+    p.add_argument("--generated", default=REPORT_GENERATED, help="(default: %(default)s)")
     p.add_argument("--report-dir", default="report", help="(default: report)")
     p.add_argument("--readme", default=None, help="also refresh this README's results table")
     p.add_argument("--no-pdf", action="store_true", help="tables only")

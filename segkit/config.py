@@ -78,33 +78,46 @@ _UNET_GPU = 572 / 668 + GPU_VAL_SECONDS
 _MEASURED = "H200 training throughput + estimated validation"
 _SCALED = "estimate: the UNet's GPU epoch scaled by CPU cost"
 
+# CPU seconds per epoch (training + validation): the full run behind the report (results.json,
+# two trainings side by side, one torch thread each, on the 2-core CPU): train_seconds / epochs.
+_CPU_EPOCH = {"baseconv": 365, "unet": 597, "resnet18": 534, "resnet18_unet": 597,
+              "effnet_unet": 403}  # fmt: skip
+
+
+def _scaled_gpu(model: str) -> float:
+    return _UNET_GPU * _CPU_EPOCH[model] / _CPU_EPOCH["unet"]
+
+
 # The semantic models of the assignment, in report order: labels and recipes come from here only.
-# epoch_seconds: measured in the 2026-11-24 full run (one thread of that run's 2-core CPU);
 # `segkit reproduce --jobs 2` starts the longest trainings first.
 MODEL_TABLE: dict[str, ModelSpec] = {
     "baseconv": ModelSpec(
-        "BaseConv", dict(epochs=14, **RECIPE_LEVERS), 115,
-        dict(epochs=PROTOCOL_EPOCHS), _UNET_GPU * 115 / 174, _SCALED,
+        "BaseConv", dict(epochs=14, **RECIPE_LEVERS), _CPU_EPOCH["baseconv"],
+        dict(epochs=PROTOCOL_EPOCHS), _scaled_gpu("baseconv"), _SCALED,
     ),
     "unet": ModelSpec(
-        "UNet", dict(epochs=20, **RECIPE_LEVERS), 174,
+        "UNet", dict(epochs=20, **RECIPE_LEVERS), _CPU_EPOCH["unet"],
         dict(epochs=PROTOCOL_EPOCHS), _UNET_GPU, _MEASURED,
     ),
     "resnet18": ModelSpec(
-        "ResNet-18, no skips", dict(epochs=4, **RECIPE_LEVERS), 236,
-        dict(epochs=PROTOCOL_EPOCHS, weights=IMAGENET), _UNET_GPU * 236 / 174, _SCALED,
+        "ResNet-18, no skips", dict(epochs=4, **RECIPE_LEVERS), _CPU_EPOCH["resnet18"],
+        dict(epochs=PROTOCOL_EPOCHS, weights=IMAGENET), _scaled_gpu("resnet18"), _SCALED,
     ),
     "resnet18_unet": ModelSpec(
-        "ResNet-18 UNet", dict(epochs=5, **RECIPE_LEVERS), 205,
-        dict(epochs=PROTOCOL_EPOCHS, weights=IMAGENET), _UNET_GPU * 205 / 174, _SCALED,
+        "ResNet-18 UNet", dict(epochs=5, **RECIPE_LEVERS), _CPU_EPOCH["resnet18_unet"],
+        dict(epochs=PROTOCOL_EPOCHS, weights=IMAGENET), _scaled_gpu("resnet18_unet"), _SCALED,
     ),
     "effnet_unet": ModelSpec(
-        "EfficientNet-Lite0 UNet", dict(epochs=15, **RECIPE_LEVERS), 107,
+        "EfficientNet-Lite0 UNet", dict(epochs=15, **RECIPE_LEVERS), _CPU_EPOCH["effnet_unet"],
         dict(epochs=PROTOCOL_EPOCHS), 572 / 240 + GPU_VAL_SECONDS, _MEASURED,
     ),
 }  # fmt: skip
-INSTANCE_EPOCH_SECONDS = 22.0  # one Penn-Fudan epoch, measured like epoch_seconds
-INSTANCE_GPU_EPOCH_SECONDS = 2.0  # estimate (100 images at 256 px), not measured on a GPU
+# Penn-Fudan epochs, measured like _CPU_EPOCH: the watershed run (one thread, the other core busy)
+# and the Mask R-CNN run (2 threads, 2026-12-05); GPU: estimates, not measured on a GPU.
+INSTANCE_EPOCH_SECONDS = 58.5
+INSTANCE_GPU_EPOCH_SECONDS = 2.0  # 100 images at 256 px
+MASKRCNN_EPOCH_SECONDS = 187.0
+MASKRCNN_GPU_EPOCH_SECONDS = 10.0  # 100 images at 400-720 px, batch 2
 SEMANTIC_MODELS: tuple[str, ...] = tuple(MODEL_TABLE)
 
 
@@ -325,6 +338,7 @@ QUICK_MASKRCNN: dict[str, Any] = dict(
     warmup_steps=10,
 )  # fmt: skip
 QUICK_OUT_DIR = "runs/quick"  # quick runs never mix with real ones
+REPORT_GENERATED = "report/generated"  # what the report reads: full runs only, never quick ones
 
 
 def config_task(config: dict[str, Any]) -> str:

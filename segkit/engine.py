@@ -21,10 +21,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import (
-    _rng_state,
+    last_checkpoint,
     load_checkpoint,
     restore_training_state,
-    save_checkpoint,
+    save_training_state,
 )
 from .metrics import SegmentationEvaluator, SegmentationResults
 from .optim import make_ema
@@ -324,7 +324,7 @@ def train(
     last_path = None
     if save_path is not None:
         save_path = Path(save_path)
-        last_path = save_path.with_name(save_path.stem + "_last.pt")
+        last_path = last_checkpoint(save_path)
     if resume_from is not None:
         history, start, best, best_epoch = restore_training_state(
             resume_from, config, model, optimizer, scheduler, scaler, ema, trainloader
@@ -388,24 +388,12 @@ def train(
             improved = _better(metric, row[metric], best)
             if improved:
                 best, best_epoch = row[metric], epoch
-            state = dict(
-                model=(model if ema is None else ema.module).state_dict(),
-                raw_model=None if ema is None else model.state_dict(),
-                ema=None if ema is None else ema.state_dict(),
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict() if scheduler is not None else None,
-                scaler=scaler.state_dict(),
-                epoch=epoch,
-                config=config or {},
-                history=history,
-                best=best,
-                best_epoch=best_epoch,
-                rng=_rng_state(trainloader),
-            )
             if save_path is not None:
-                if improved:
-                    save_checkpoint(save_path, **state)
-                save_checkpoint(last_path, **state)
+                save_training_state(
+                    save_path, improved, model, optimizer, scheduler, scaler, ema, trainloader,
+                    epoch=epoch, config=config or {}, history=history, best=best,
+                    best_epoch=best_epoch,
+                )  # fmt: skip
             log(_epoch_line(name, row, epochs, history))
             if num_early_stop is not None and epoch - best_epoch >= num_early_stop:
                 log(f"{name}: no improvement of {select_metric} for {num_early_stop} epochs; stop")

@@ -1,5 +1,7 @@
 """A semantic-segmentation run from a :class:`TrainConfig`: data, model, optimiser, training,
-evaluation, and a run folder with checkpoint, history, results and figures."""
+evaluation, and a run folder with checkpoint, history, results and figures. What is semantic
+about it is the :class:`~segkit.runner.Task` ``SEMANTIC``; :func:`segkit.runner.run_folder` runs
+the folder."""
 
 from __future__ import annotations
 
@@ -7,37 +9,28 @@ import copy
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from torch import nn
+from torch.utils.data import DataLoader
 
 from . import viz
 from .baseline import simple_predict, simple_train
-from .checkpoint import (
-    CheckpointError,
-    describe_config,
-    finished_results,
-    load_checkpoint,
-    load_model_state,
-)
-from .config import TrainConfig, config_task, model_label
+from .checkpoint import load_checkpoint
+from .config import TrainConfig, model_label
 from .data import Augment, SegmentationDataset, make_loader, split_label_counts
 from .engine import evaluate, train
 from .losses import segmentation_loss, weighting
 from .metrics import SegmentationResults, segmentation_eval
 from .models import create_model
 from .optim import build_optimizer
-from .utils import (
-    get_device,
-    hardware,
-    remove_stale_temps,
-    resolve_channels_last,
-    seed_everything,
-    write_json,
-)
+from .runner import Run, Task, load_run, register_run_task, run_folder, run_summary, save_figures
+from .utils import get_device, hardware, resolve_channels_last, write_json
 
 PREVIEW_IDS = (0, 10, 20, 30, 40)  # the fixed test images shown in every run's figure
 
@@ -80,11 +73,90 @@ def save_run_figures(
             model, test, [i for i in PREVIEW_IDS if i < len(test)], next(model.parameters()).device
         ),
     }
-    paths = []
-    for name, fig in figs.items():
-        fig.savefig(run_dir / name, dpi=120, bbox_inches="tight")
-        paths.append(run_dir / name)
-    return paths
+    return save_figures(run_dir, figs, dpi=120)
+
+
+def build_semantic_model(cfg: TrainConfig, init_weights: bool = True) -> nn.Module:
+    """The run's model (``init_weights=False``: no pretrained weights are read, the checkpoint
+    holds them all)."""
+    if not init_weights:
+        return create_model(cfg.model, cfg.num_classes, None)
+    return create_model(cfg.model, cfg.num_classes, cfg.weights, freeze_encoder=cfg.freeze_encoder)
+
+
+@dataclass
+class SemanticData:
+    """The train and val data of a semantic run, and the loss's class weights."""
+
+    train_set: SegmentationDataset
+    val_set: SegmentationDataset
+    train_loader: DataLoader
+    val_loader: DataLoader
+    weights: torch.Tensor | None  # (num_classes,) on the run's device, or None
+
+
+def _load_data(run: Run) -> SemanticData:
+    cfg, device = run.cfg, run.device
+    train_set = SegmentationDataset(
+        "train", cfg.data_dir, limit=cfg.limit_train, progress=run.progress
+    )
+    # crops are resized back to the dataset's image size (224 x 288 for the course data)
+    train_set.transform = Augment(
+        cfg.aug_scale, cfg.aug_ratio, cfg.flip_p, size=train_set.image_size
+    ).build()
+    val_set = SegmentationDataset("val", cfg.data_dir, limit=cfg.limit_val, progress=run.progress)
+    train_loader = make_loader(
+        train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device
+    )
+    val_loader = make_loader(val_set, cfg.batch_size, shuffle=False, device=device)
+    weights = None
+    if cfg.class_weighting != "none":
+        # from the whole train split's labels, also in quick runs (a 16-image subset gives sky
+        # weight 0 and misc 8): the loss is the same function of the model in every mode
+        counts = split_label_counts("train", cfg.data_dir)
+        weights = weighting(cfg.class_weighting, counts, cfg.weight_cap).to(device)  # type: ignore[union-attr]
+    return SemanticData(train_set, val_set, train_loader, val_loader, weights)
+
+
+def _fit(run: Run, model: nn.Module, data: SemanticData) -> tuple[nn.Module, dict[str, list]]:
+    cfg, device = run.cfg, run.device
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input size: tune the kernels
+    criterion = partial(segmentation_loss, weights=data.weights, dice_weight=cfg.dice_weight)
+    optimizer, scheduler = build_optimizer(cfg, model, cfg.epochs * len(data.train_loader))
+    return train(
+        model, optimizer, criterion, data.train_loader, device, scheduler, epochs=cfg.epochs,
+        num_early_stop=cfg.early_stop, valloader=data.val_loader, save_path=run.best_path,
+        num_classes=cfg.num_classes, select_metric=cfg.select_metric, config=cfg.to_dict(),
+        amp=cfg.amp, channels_last=resolve_channels_last(cfg.channels_last, device),
+        progress=run.progress, resume_from=run.resume_from, name=cfg.name,
+        cpu_bf16=cfg.cpu_bf16, ema_decay=cfg.ema_decay, log=run.log,
+    )  # fmt: skip
+
+
+def _evaluate(
+    run: Run, model: nn.Module, data: SemanticData, history: dict[str, list]
+) -> tuple[dict, None]:
+    cfg = run.cfg
+    results = evaluate_split(model, data.val_set, cfg.batch_size, cfg.amp, cfg.tta, cfg.cpu_bf16)
+    out = {
+        **run_summary(run, history),
+        "class_weights": None if data.weights is None else data.weights.cpu().tolist(),
+        "metrics": results.to_dict(),
+        "ablation": _lever_ablation(cfg, model, run.best_path, data.val_set),
+    }
+    return out, None
+
+
+def _figures(run: Run, history: dict[str, list], drawn: None) -> list[Path]:
+    return save_run_figures(run.run_dir, run.device, run.cfg.data_dir)
+
+
+SEMANTIC = register_run_task(
+    Task(
+        "semantic", build_semantic_model, _load_data, _fit, _evaluate, _figures,
+        TrainConfig.from_dict, "a semantic run (use `segkit instance evaluate` for instance runs)",
+    )
+)  # fmt: skip
 
 
 def run_experiment(
@@ -101,83 +173,10 @@ def run_experiment(
     results_val.json) plus the training ``history``. ``resume`` continues an interrupted run from
     its ``checkpoint_last.pt``; ``reuse`` returns a finished run's results (same config) without
     training, and resumes an unfinished one. ``log`` gets one line per epoch (see
-    :func:`segkit.engine.train`)."""
-    run_dir = Path(cfg.out_dir) / cfg.name
-    if reuse:
-        done = finished_results(run_dir, cfg.to_dict())
-        if done is not None:
-            history = json.loads((run_dir / "history.json").read_text())
-            return {**done, "history": history}
-        resume = (run_dir / "checkpoint_last.pt").is_file()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    seed_everything(cfg.seed)
-    device = get_device(cfg.device)
-    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input size: tune the kernels
-    run_dir = Path(cfg.out_dir) / cfg.name
-    model = create_model(cfg.model, cfg.num_classes, cfg.weights, freeze_encoder=cfg.freeze_encoder)
-    run_dir.mkdir(parents=True, exist_ok=True)  # only once the model name is known to be valid
-    for name in ("checkpoint.pt", "checkpoint_last.pt", "history.json", "results_val.json"):
-        remove_stale_temps(run_dir / name)  # debris of a killed save
-    train_set = SegmentationDataset("train", cfg.data_dir, limit=cfg.limit_train, progress=progress)
-    # crops are resized back to the dataset's image size (224 x 288 for the course data)
-    train_set.transform = Augment(
-        cfg.aug_scale, cfg.aug_ratio, cfg.flip_p, size=train_set.image_size
-    ).build()
-    val_set = SegmentationDataset("val", cfg.data_dir, limit=cfg.limit_val, progress=progress)
-    train_loader = make_loader(
-        train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device
+    :func:`segkit.engine.train`). The run itself is :func:`segkit.runner.run_folder`'s."""
+    out, history = run_folder(
+        cfg, progress=progress, figures=figures, resume=resume, reuse=reuse, log=log
     )
-    val_loader = make_loader(val_set, cfg.batch_size, shuffle=False, device=device)
-    weights = None
-    if cfg.class_weighting != "none":
-        # from the whole train split's labels, also in quick runs (a 16-image subset gives sky
-        # weight 0 and misc 8): the loss is the same function of the model in every mode
-        counts = split_label_counts("train", cfg.data_dir)
-        weights = weighting(cfg.class_weighting, counts, cfg.weight_cap).to(device)  # type: ignore[union-attr]
-    criterion = partial(segmentation_loss, weights=weights, dice_weight=cfg.dice_weight)
-    optimizer, scheduler = build_optimizer(cfg, model, cfg.epochs * len(train_loader))
-    model, history = train(
-        model,
-        optimizer,
-        criterion,
-        train_loader,
-        device,
-        scheduler,
-        epochs=cfg.epochs,
-        num_early_stop=cfg.early_stop,
-        valloader=val_loader,
-        save_path=run_dir / "checkpoint.pt",
-        num_classes=cfg.num_classes,
-        select_metric=cfg.select_metric,
-        config=cfg.to_dict(),
-        amp=cfg.amp,
-        channels_last=resolve_channels_last(cfg.channels_last, device),
-        progress=progress,
-        resume_from=run_dir / "checkpoint_last.pt" if resume else None,
-        name=cfg.name,
-        cpu_bf16=cfg.cpu_bf16,
-        ema_decay=cfg.ema_decay,
-        log=log,
-    )
-    results = evaluate_split(model, val_set, cfg.batch_size, cfg.amp, cfg.tta, cfg.cpu_bf16)
-    ablation = _lever_ablation(cfg, model, run_dir / "checkpoint.pt", val_set)
-    out = {
-        "run": cfg.name,
-        "split": "val",
-        "config": cfg.to_dict(),
-        "epochs_run": len(history["epoch"]),
-        "best_epoch": history["best_epoch"],
-        "train_seconds": sum(history["seconds"]),  # across resumes
-        "hardware": hardware(device),
-        "class_weights": None if weights is None else weights.cpu().tolist(),
-        "metrics": results.to_dict(),
-        "ablation": ablation,
-    }
-    write_json(history, run_dir / "history.json")
-    write_json(out, run_dir / "results_val.json")
-    if figures:
-        save_run_figures(run_dir, device, cfg.data_dir)
     return {**out, "history": history}
 
 
@@ -201,22 +200,12 @@ def _lever_ablation(
     return out
 
 
-def load_run_model(run_dir: str | os.PathLike, device: torch.device | None = None):
-    """The best model of a run folder and its :class:`TrainConfig`."""
-    path = Path(run_dir) / "checkpoint.pt"
-    if not Path(run_dir).is_dir():
-        raise CheckpointError(f"{run_dir}: no such run folder (expected <out_dir>/<run name>)")
-    ck = load_checkpoint(path, require=("model", "config"))
-    if config_task(ck["config"]) != TrainConfig.task:
-        raise CheckpointError(
-            f"{path}: holds {describe_config(ck['config'])}; expected a semantic run "
-            "(use `segkit instance evaluate` for instance runs)"
-        )
-    cfg = TrainConfig.from_dict(ck["config"])
-    # the checkpoint holds every weight: never fetch pretrained ones again
-    model = create_model(cfg.model, cfg.num_classes, None)
-    load_model_state(model, ck, path, f"a {cfg.model!r} model")
-    return model.to(device or "cpu").eval(), cfg
+def load_run_model(
+    run_dir: str | os.PathLike, device: torch.device | None = None
+) -> tuple[nn.Module, TrainConfig]:
+    """The best model of a run folder (eval mode, on ``device``, default CPU) and its
+    :class:`TrainConfig`."""
+    return load_run(run_dir, SEMANTIC.name, device)
 
 
 def evaluate_run(

@@ -4,29 +4,26 @@ thresholds (val AP), evaluate a split at original resolution, and the run's figu
 
 The run folder is ``<cfg.out_dir>/<cfg.name>/``: checkpoint.pt, checkpoint_last.pt,
 history.json, postprocess.json, results_<split>.json, loss_curve.png, instances_<split>.png and
-energy_<split>.png.
+energy_<split>.png. :func:`segkit.runner.run_folder` runs it with the Task ``WATERSHED``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
 
 from . import viz
-from .checkpoint import (
-    CheckpointError,
-    describe_config,
-    finished_results,
-    load_checkpoint,
-    load_model_state,
-)
 from .config import InstanceConfig, config_task
 from .data import make_loader
 from .energy import expected_energy, remove_small, score_instances, watershed_from_maps
@@ -35,15 +32,19 @@ from .losses import DWTLoss
 from .metrics.mask_ap import InstanceEvaluator
 from .models.instance_unet import InstanceUNet, split_logits
 from .optim import build_optimizer
-from .pennfudan import InstanceAugment, InstanceTransform, PennFudanDataset, pad_to_multiple
-from .utils import (
-    get_device,
-    hardware,
-    remove_stale_temps,
-    resolve_channels_last,
-    seed_everything,
-    write_json,
+from .pennfudan import InstanceAugment, InstanceTransform, PennFudanDataset
+from .runner import (
+    Run,
+    Task,
+    load_run,
+    postprocess_params,
+    register_run_task,
+    run_folder,
+    run_summary,
+    save_figures,
+    write_postprocess,
 )
+from .utils import get_device, hardware, resolve_channels_last, write_json
 
 MASK_RCNN_REFERENCE = {
     "model": "torchvision tutorial Mask R-CNN ResNet-50-FPN, COCO-pretrained, 10 epochs",
@@ -86,36 +87,45 @@ def make_dataset(
 
 # ------------------------------------------------------------- maps, post-processing, AP
 @torch.inference_mode()
-def predict_maps(
-    model: torch.nn.Module, dataset: PennFudanDataset, indices: list[int] | None = None
-) -> Maps:
-    """Foreground probability and expected energy of each image, at its *original* size, with
-    the model on its own device (nothing is moved; train/eval mode is restored).
+def image_maps(
+    model: torch.nn.Module, image: torch.Tensor, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one forward pass of a watershed model, for evaluation and ``segkit predict`` alike:
+    a working-size image, zero-padded bottom/right to a multiple of 32, through the model (on
+    its own device, as it is); the padding cut off, both maps resized bilinearly to ``size``
+    (semantic logits before the sigmoid).
 
-    The model sees the working-size image padded to a multiple of 32; the padding is cut off
-    and both maps are resized bilinearly back (semantic logits before the sigmoid).
-
-    Shape: returns, per image, ``(prob (H, W) float32, energy (H, W) float32)``.
+    Shape: image (3, h, w) uint8 or float in [0, 1] -> prob (H, W) float32, energy (H, W)
+    float32, (H, W) = ``size``.
     """
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
+    h, w = image.shape[-2:]
+    x = image.float().div(255) if image.dtype == torch.uint8 else image.float().clamp(0, 1)
+    x = F.pad(x.to(device)[None], (0, -w % 32, 0, -h % 32))  # (1, 3, h', w')
+    logits = model(x)[..., :h, :w].float()  # (1, 1 + K, h, w)
+    sem, energy = split_logits(logits)  # (1, 1, h, w), (1, K, h, w)
+    maps = torch.cat([sem, expected_energy(energy)[:, None]], dim=1)  # (1, 2, h, w)
+    maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[0].cpu()
+    return torch.sigmoid(maps[0]).numpy(), maps[1].numpy()  # (H, W), (H, W)
+
+
+@torch.inference_mode()
+def predict_maps(
+    model: torch.nn.Module, dataset: PennFudanDataset, indices: list[int] | None = None
+) -> Maps:
+    """:func:`image_maps` of each image of ``dataset`` at its *original* size (the model sees
+    the working-size image; train/eval mode is restored).
+
+    Shape: returns, per image, ``(prob (H, W) float32, energy (H, W) float32)``.
+    """
     was_training = model.training
     model.eval()
-    out = []
     try:
-        for i in range(len(dataset)) if indices is None else indices:
-            image, instances = dataset.resized(i)  # (3, h, w), (h, w) uint8
-            h, w = instances.shape
-            padded, _ = pad_to_multiple(image, instances)  # (3, h', w')
-            logits = model(padded[None].float().div(255).to(device))[..., :h, :w].float()
-            sem, energy = split_logits(logits)  # (1, 1, h, w), (1, K, h, w)
-            maps = torch.cat([sem, expected_energy(energy)[:, None]], dim=1)  # (1, 2, h, w)
-            maps = F.interpolate(maps, size=dataset.sizes[i], mode="bilinear", align_corners=False)
-            maps = maps[0].cpu()  # (2, H, W)
-            out.append((torch.sigmoid(maps[0]).numpy(), maps[1].numpy()))
+        return [image_maps(model, dataset.resized(i)[0], dataset.sizes[i])
+                for i in (range(len(dataset)) if indices is None else indices)]  # fmt: skip
     finally:
         model.train(was_training)
-    return out
 
 
 def evaluate_maps(
@@ -125,10 +135,12 @@ def evaluate_maps(
     core_level: float,
     min_size: int,
     labels: list[np.ndarray] | None = None,
+    matches: str | os.PathLike | None = None,
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Watershed each image's maps, score instances, and return (metrics, predicted labels).
 
-    ``labels`` (watershed results with ``min_size=0``) may be passed to skip the watershed.
+    ``labels`` (watershed results with ``min_size=0``) may be passed to skip the watershed;
+    ``matches``: also save the per-image matches there (:meth:`InstanceEvaluator.save`).
 
     Shape: gts and the returned labels: per image (H, W) int label maps, 0 = background.
     """
@@ -143,6 +155,8 @@ def evaluate_maps(
         lab = remove_small(lab, min_size)  # (H, W)
         ev.update(lab, score_instances(lab, prob), gt)
         preds.append(lab)
+    if matches is not None:
+        ev.save(matches)
     return ev.compute(), preds
 
 
@@ -198,14 +212,92 @@ def save_instance_figures(
             titles=titles,
         ),
     }
-    paths = []
-    for name, fig in figs.items():
-        fig.savefig(run_dir / name, dpi=100, bbox_inches="tight")
-        paths.append(run_dir / name)
-    return paths
+    return save_figures(run_dir, figs)
 
 
 # ------------------------------------------------------------------------------ the run
+def build_instance_model(cfg: InstanceConfig, init_weights: bool = True) -> InstanceUNet:
+    """The run's two-head UNet (``init_weights=False``: no pretrained weights are read, the
+    checkpoint holds them all)."""
+    return InstanceUNet(cfg.model, cfg.num_energy_levels, cfg.weights if init_weights else None)
+
+
+@dataclass
+class InstanceData:
+    """The train and val data of a watershed run."""
+
+    train_set: PennFudanDataset
+    val_set: PennFudanDataset
+    train_loader: DataLoader
+    val_loader: DataLoader  # batch 1: the images' sizes differ
+
+
+def _load_data(run: Run) -> InstanceData:
+    cfg = run.cfg
+    train_set = make_dataset(
+        cfg, "train", InstanceAugment(cfg.crop_size, cfg.aug_scale, cfg.flip_p)
+    )
+    val_set = make_dataset(cfg, "val")
+    return InstanceData(
+        train_set,
+        val_set,
+        make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, device=run.device),
+        make_loader(val_set, 1, shuffle=False, device=run.device),
+    )
+
+
+def _fit(run: Run, model: nn.Module, data: InstanceData) -> tuple[nn.Module, dict[str, list]]:
+    cfg, device = run.cfg, run.device
+    optimizer, scheduler = build_optimizer(cfg, model, cfg.epochs * len(data.train_loader))
+    return train(
+        model, optimizer, DWTLoss(cfg.energy_weight), data.train_loader, device, scheduler,
+        epochs=cfg.epochs, valloader=data.val_loader, save_path=run.best_path,
+        select_metric="val_loss", config=cfg.to_dict(), resume_from=run.resume_from,
+        amp=cfg.amp, channels_last=resolve_channels_last(cfg.channels_last, device),
+        progress=run.progress, name=cfg.name, log=run.log,
+    )  # fmt: skip
+
+
+def _evaluate(
+    run: Run, model: nn.Module, data: InstanceData, history: dict[str, list]
+) -> tuple[dict[str, Any], tuple[PennFudanDataset, Maps, list[np.ndarray]]]:
+    """Thresholds chosen on val (postprocess.json), then the val results with them."""
+    val_set = data.val_set
+    maps = predict_maps(model, val_set)
+    gts = [val_set.raw(i)[1].numpy() for i in range(len(val_set))]
+    params, table = tune_postprocessing(maps, gts, run.options.get("grid") or POSTPROCESS_GRID)
+    metrics, preds = evaluate_maps(maps, gts, **params)
+    write_postprocess(run, params, table)
+    out = {**run_summary(run, history), "stems": val_set.stems, "postprocess": params,
+           "metrics": metrics}  # fmt: skip
+    return out, (val_set, maps, preds)
+
+
+def _figures(
+    run: Run, history: dict[str, list], drawn: tuple[PennFudanDataset, Maps, list[np.ndarray]]
+) -> list[Path]:
+    loss = save_figures(run.run_dir, {"loss_curve.png": viz.plot_history(history)})
+    return loss + save_instance_figures(run.run_dir, "val", *drawn)
+
+
+def _config_from_checkpoint(config: dict[str, Any]) -> InstanceConfig:
+    """The run's config; runs saved before the redesign name ``model`` ``body`` and
+    ``aug_scale`` ``scale`` (their ``out_dir`` was the run folder itself: not used here)."""
+    config = {"task": config_task(config), **config}  # inferred before the legacy names go
+    for old, new in LEGACY_FIELDS.items():
+        if old in config and new not in config:
+            config[new] = config.pop(old)
+    return InstanceConfig.from_dict(config)
+
+
+WATERSHED = register_run_task(
+    Task(
+        "watershed", build_instance_model, _load_data, _fit, _evaluate, _figures,
+        _config_from_checkpoint, "an instance run (use `segkit evaluate` for semantic runs)",
+    )
+)  # fmt: skip
+
+
 def train_instance(
     cfg: InstanceConfig,
     *,
@@ -221,84 +313,12 @@ def train_instance(
     checkpoint_last.pt, history.json, postprocess.json, results_val.json, loss_curve.png,
     instances_val.png, energy_val.png. ``resume`` continues an interrupted run from its
     ``checkpoint_last.pt``; ``reuse`` returns a finished run's results (same config) without
-    training and resumes an unfinished one. Returns the val results (as in results_val.json)."""
-    if reuse:
-        done = finished_results(Path(cfg.out_dir) / cfg.name, cfg.to_dict())
-        if done is not None:
-            return done
-        resume = (Path(cfg.out_dir) / cfg.name / "checkpoint_last.pt").is_file()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    seed_everything(cfg.seed)
-    device = get_device(cfg.device)
-    run_dir = Path(cfg.out_dir) / cfg.name
-    aug = InstanceAugment(cfg.crop_size, cfg.aug_scale, cfg.flip_p)
-    train_set = make_dataset(cfg, "train", aug)
-    val_set = make_dataset(cfg, "val")
-    train_loader = make_loader(
-        train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device
-    )
-    val_loader = make_loader(val_set, 1, shuffle=False, device=device)  # sizes differ
-    model = InstanceUNet(cfg.model, cfg.num_energy_levels, cfg.weights)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("checkpoint.pt", "checkpoint_last.pt", "history.json", "results_val.json"):
-        remove_stale_temps(run_dir / name)  # debris of a killed save
-    optimizer, scheduler = build_optimizer(cfg, model, cfg.epochs * len(train_loader))
-    model, history = train(
-        model,
-        optimizer,
-        DWTLoss(cfg.energy_weight),
-        train_loader,
-        device,
-        scheduler,
-        epochs=cfg.epochs,
-        valloader=val_loader,
-        save_path=run_dir / "checkpoint.pt",
-        select_metric="val_loss",
-        config=cfg.to_dict(),
-        resume_from=run_dir / "checkpoint_last.pt" if resume else None,
-        amp=cfg.amp,
-        channels_last=resolve_channels_last(cfg.channels_last, device),
-        progress=progress,
-        name=cfg.name,
-        log=log,
-    )
-    maps = predict_maps(model, val_set)
-    gts = [val_set.raw(i)[1].numpy() for i in range(len(val_set))]
-    params, table = tune_postprocessing(maps, gts, grid or POSTPROCESS_GRID)
-    metrics, preds = evaluate_maps(maps, gts, **params)
-    write_json(
-        {"selected_on": "val", "params": params, "grid": table}, run_dir / "postprocess.json"
-    )
-    out = {
-        "run": cfg.name,
-        "split": "val",
-        "stems": val_set.stems,
-        "config": cfg.to_dict(),
-        "epochs_run": len(history["epoch"]),
-        "best_epoch": history["best_epoch"],
-        "train_seconds": sum(history["seconds"]),  # across resumes
-        "hardware": hardware(device),
-        "postprocess": params,
-        "metrics": metrics,
-    }
-    write_json(history, run_dir / "history.json")
-    write_json(out, run_dir / "results_val.json")
-    if figures:
-        fig = viz.plot_history(history)
-        fig.savefig(run_dir / "loss_curve.png", dpi=100, bbox_inches="tight")
-        save_instance_figures(run_dir, "val", val_set, maps, preds)
-    return out
-
-
-def _config_from_checkpoint(config: dict[str, Any]) -> InstanceConfig:
-    """The run's config; runs saved before the redesign name ``model`` ``body`` and
-    ``aug_scale`` ``scale`` (their ``out_dir`` was the run folder itself: not used here)."""
-    config = {"task": config_task(config), **config}  # inferred before the legacy names go
-    for old, new in LEGACY_FIELDS.items():
-        if old in config and new not in config:
-            config[new] = config.pop(old)
-    return InstanceConfig.from_dict(config)
+    training and resumes an unfinished one. Returns the val results (as in results_val.json).
+    The run itself is :func:`segkit.runner.run_folder`'s."""
+    return run_folder(
+        cfg, progress=progress, figures=figures, resume=resume, reuse=reuse, log=log,
+        options={"grid": grid},
+    )[0]  # fmt: skip
 
 
 def load_instance_run(
@@ -307,29 +327,10 @@ def load_instance_run(
     """The best model of a run folder (in eval mode on ``device``, default CPU), its
     :class:`InstanceConfig` and its post-processing thresholds (postprocess.json, else the
     config's defaults)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: no such run folder (expected <out_dir>/<run name>)")
-    path = run_dir / "checkpoint.pt"
-    ck = load_checkpoint(path, require=("model", "config"))
-    if config_task(ck["config"]) != InstanceConfig.task:
-        raise CheckpointError(
-            f"{path}: holds {describe_config(ck['config'])}; expected an instance run "
-            "(use `segkit evaluate` for semantic runs)"
-        )
-    cfg = _config_from_checkpoint(ck["config"])
-    # the checkpoint holds every weight: never load pretrained ones again
-    model = InstanceUNet(cfg.model, cfg.num_energy_levels, weights=None)
-    load_model_state(model, ck, path, f"an instance {cfg.model!r} model")
-    params = {
-        "sem_threshold": cfg.sem_threshold,
-        "core_level": cfg.core_level,
-        "min_size": cfg.min_size,
-    }
-    pp = run_dir / "postprocess.json"
-    if pp.is_file():
-        params = json.loads(pp.read_text())["params"]
-    return model.to(device or "cpu").eval(), cfg, params
+    model, cfg = load_run(run_dir, WATERSHED.name, device)
+    defaults = {"sem_threshold": cfg.sem_threshold, "core_level": cfg.core_level,
+                "min_size": cfg.min_size}  # fmt: skip
+    return model, cfg, postprocess_params(run_dir, defaults)  # type: ignore[return-value]
 
 
 def evaluate_instance_run(
@@ -347,9 +348,14 @@ def evaluate_instance_run(
     run_dir = Path(run_dir)
     model, cfg, params = load_instance_run(run_dir, dev)
     dataset = make_dataset(cfg, split, data_dir=data_dir)
-    maps = predict_maps(model, dataset)
+    t0 = time.perf_counter()
+    maps = predict_maps(model, dataset)  # .cpu() inside waits for CUDA
+    labels = [watershed_from_maps(p, e, params["sem_threshold"], params["core_level"])
+              for p, e in maps]  # fmt: skip
+    ms = 1000 * (time.perf_counter() - t0) / max(1, len(dataset))  # forward + watershed
     gts = [dataset.raw(i)[1].numpy() for i in range(len(dataset))]
-    metrics, preds = evaluate_maps(maps, gts, **params)
+    matches = run_dir / f"matches_{split}.npz"  # per image: the paired comparison's input
+    metrics, preds = evaluate_maps(maps, gts, **params, labels=labels, matches=matches)
     ref_ap = MASK_RCNN_REFERENCE["mask_ap"]
     val = run_dir / "results_val.json"
     train_info = json.loads(val.read_text()) if val.is_file() else {}
@@ -364,6 +370,7 @@ def evaluate_instance_run(
         "train_seconds": train_info.get("train_seconds"),
         "hardware": hardware(dev),
         "train_hardware": train_info.get("hardware"),
+        "inference_ms_per_image": ms,
         "metrics": metrics,
         "reference": {**MASK_RCNN_REFERENCE, "ap_minus_reference": metrics["ap"] - ref_ap},
     }

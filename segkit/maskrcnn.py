@@ -5,36 +5,29 @@ thresholds on val, evaluate a split at original resolution with the watershed ru
 
 The run folder is ``<cfg.out_dir>/<cfg.name>/``: checkpoint.pt, checkpoint_last.pt,
 history.json, postprocess.json, results_<split>.json, loss_curve.png and instances_<split>.png.
+:func:`segkit.runner.run_folder` runs it with the Task ``MASKRCNN``.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import viz
-from .checkpoint import (
-    CheckpointError,
-    _rng_state,
-    describe_config,
-    finished_results,
-    load_checkpoint,
-    load_model_state,
-    restore_training_state,
-    save_checkpoint,
-)
-from .config import MaskRCNNConfig, config_task
+from .checkpoint import load_checkpoint, restore_training_state, save_training_state
+from .config import MaskRCNNConfig
 from .data import make_loader
 from .detection import DetectionAugment, DetectionDataset, collate_detection
 from .detection import labels_from_detections as to_labels
@@ -44,14 +37,19 @@ from .metrics.mask_ap import InstanceEvaluator
 from .models.maskrcnn import build_maskrcnn
 from .optim import build_optimizer
 from .pennfudan import PennFudanDataset
-from .utils import (
-    autocast_context,
-    get_device,
-    hardware,
-    remove_stale_temps,
-    seed_everything,
-    write_json,
+from .runner import (
+    Run,
+    Task,
+    load_run,
+    postprocess_params,
+    read_history,
+    register_run_task,
+    run_folder,
+    save_figures,
+    write_postprocess,
 )
+from .runner import run_task as run_task  # re-exported: `segkit instance evaluate` dispatches on it
+from .utils import autocast_context, get_device, hardware, write_json
 
 LOSS_TERMS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")
 POSTPROCESS_GRID: dict[str, tuple[float, ...]] = {
@@ -83,6 +81,11 @@ def model_for(cfg: MaskRCNNConfig, init_weights: bool = True) -> nn.Module:
     )  # fmt: skip
 
 
+def default_params(cfg: MaskRCNNConfig) -> Params:
+    """The config's thresholds (used before postprocess.json is chosen on val)."""
+    return {"score_threshold": cfg.score_threshold, "mask_threshold": cfg.mask_threshold}
+
+
 # ------------------------------------------------------------------- inference, evaluation
 @torch.inference_mode()
 def predict_detections(model: nn.Module, image: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -98,12 +101,16 @@ def predict_detections(model: nn.Module, image: torch.Tensor) -> tuple[np.ndarra
 
 def predict_instances(
     model: nn.Module, image: torch.Tensor, params: Params
-) -> tuple[np.ndarray, dict[int, float]]:
-    """The instance label map of one image (ids by descending score) and each id's score.
+) -> tuple[np.ndarray, np.ndarray]:
+    """``segkit predict``'s Mask R-CNN: the forward pass of evaluation, the instance label map
+    under the run's thresholds (ids by descending score) and the pedestrian probability, each
+    pixel's highest kept mask probability.
 
-    Shape: image (3, H, W) uint8 -> labels (H, W) int32."""
-    scores, masks = predict_detections(model, image)
-    return to_labels(scores, masks, params["score_threshold"], params["mask_threshold"])
+    Shape: image (3, H, W) uint8 -> labels (H, W) int32, prob (H, W) float32."""
+    scores, masks = predict_detections(model, image)  # (P,), (P, H, W)
+    labels, _ = to_labels(scores, masks, params["score_threshold"], params["mask_threshold"])
+    kept = masks[scores >= params["score_threshold"]]  # (K, H, W)
+    return labels, kept.max(0) if len(kept) else np.zeros(image.shape[-2:], np.float32)
 
 
 def evaluate_settings(
@@ -111,11 +118,13 @@ def evaluate_settings(
     dataset: PennFudanDataset,
     settings: list[Params],
     keep: int = 0,
+    matches: str | os.PathLike | None = None,
 ) -> tuple[list[dict[str, Any]], list[np.ndarray], float]:
     """COCO mask AP (:class:`~segkit.metrics.mask_ap.InstanceEvaluator`, as the watershed run) of
     the label maps under each post-processing setting, one forward pass per image at original
     resolution. Returns the metrics per setting, the label maps of the first ``keep`` images
-    under ``settings[0]``, and the model's milliseconds per image."""
+    under ``settings[0]``, and the model's milliseconds per image. ``matches``: also save the
+    per-image matches under ``settings[0]`` there (:meth:`InstanceEvaluator.save`)."""
     was_training = model.training
     model.eval()
     evs = [InstanceEvaluator() for _ in settings]
@@ -133,13 +142,17 @@ def evaluate_settings(
                     kept.append(labels)
     finally:
         model.train(was_training)
+    if matches is not None:
+        evs[0].save(matches)
     return [ev.compute() for ev in evs], kept, 1000 * seconds / max(1, len(dataset))
 
 
 def tune_postprocessing(
     model: nn.Module, dataset: PennFudanDataset, grid: dict[str, tuple[float, ...]]
 ) -> tuple[Params, list[dict[str, Any]]]:
-    """Grid search of the score and mask thresholds for the highest AP (then AP50); val only."""
+    """Grid search of the score and mask thresholds for the highest AP, then AP50, then the
+    fewest detections (AP ranks by score, so low-scoring fragments rarely change it; of equal
+    settings the one that keeps fewer is the cleaner label map); val only."""
     settings = [
         {"score_threshold": s, "mask_threshold": m}
         for s, m in itertools.product(grid["score_threshold"], grid["mask_threshold"])
@@ -147,7 +160,8 @@ def tune_postprocessing(
     results, _, _ = evaluate_settings(model, dataset, settings)
     table = [{**p, **{k: r[k] for k in (*HEADLINE, "num_detections")}}
              for p, r in zip(settings, results, strict=True)]  # fmt: skip
-    best = max(range(len(settings)), key=lambda k: (results[k]["ap"], results[k]["ap50"]))
+    best = max(range(len(settings)), key=lambda k: (results[k]["ap"], results[k]["ap50"],
+                                                    -results[k]["num_detections"]))  # fmt: skip
     return settings[best], table
 
 
@@ -215,59 +229,107 @@ def _epoch_line(name: str, row: dict[str, Any], epochs: int, seconds: list[float
     )
 
 
-def _fit(
-    cfg: MaskRCNNConfig,
-    model: nn.Module,
-    loader: Any,
-    val_set: PennFudanDataset,
-    device: torch.device,
-    run_dir: Path,
-    resume: bool,
-    progress: bool,
-    log: Callable[[str], None],
-) -> dict[str, list]:
-    """Epochs of training; each validated (mask AP at the config's thresholds) and saved:
-    checkpoint_last.pt always, checkpoint.pt when it is the selected one."""
+# ------------------------------------------------------------------------------ the run
+@dataclass
+class MaskRCNNData:
+    """The train data (augmented detection samples, batched as lists) and val images."""
+
+    loader: DataLoader
+    val_set: PennFudanDataset
+
+
+def _load_data(run: Run) -> MaskRCNNData:
+    cfg = run.cfg
+    train_set = DetectionDataset(
+        make_base(cfg, "train"), DetectionAugment(cfg.aug_scale, cfg.flip_p)
+    )
+    loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                         device=run.device, collate_fn=collate_detection)  # fmt: skip
+    return MaskRCNNData(loader, make_base(cfg, "val"))
+
+
+def _fit(run: Run, model: nn.Module, data: MaskRCNNData) -> tuple[nn.Module, dict[str, list]]:
+    """Epochs of training; each validated and saved: checkpoint_last.pt always, checkpoint.pt
+    when it is the selected one (whose weights the returned model has)."""
+    cfg, loader = run.cfg, data.loader
+    model.to(run.device)
     optimizer, scheduler = build_optimizer(cfg, model, cfg.epochs * len(loader))
-    amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler = torch.amp.GradScaler(run.device.type, enabled=cfg.amp and run.device.type == "cuda")
     history: dict[str, list] = {"epoch": []}
     best, best_epoch, start = None, -1, 0
-    last = run_dir / "checkpoint_last.pt"
-    if resume:
+    if run.resume_from is not None:
         history, start, best, best_epoch = restore_training_state(
-            last, cfg.to_dict(), model, optimizer, scheduler, scaler, None, loader
+            run.resume_from, cfg.to_dict(), model, optimizer, scheduler, scaler, None, loader
         )
-    default = [{"score_threshold": cfg.score_threshold, "mask_threshold": cfg.mask_threshold}]
     steps = max(0, cfg.epochs - start) * len(loader)
-    with tqdm(total=steps, desc=cfg.name, unit="step", leave=False, disable=not progress) as bar:
+    with tqdm(total=steps, desc=cfg.name, unit="step", leave=False,
+              disable=not run.progress) as bar:  # fmt: skip
         for epoch in range(start, cfg.epochs):
-            t0 = time.perf_counter()
-            stats = train_one_epoch_maskrcnn(
-                model, loader, optimizer, device, scheduler=scheduler, scaler=scaler, amp=amp,
-                clip_grad=cfg.clip_grad, bar=bar, where=f"run {cfg.name!r}, epoch {epoch + 1}",
-            )  # fmt: skip
-            (val,), _, _ = evaluate_settings(model, val_set, default)
-            row = {"epoch": epoch + 1, "train_loss": stats.pop("loss"), **stats,
-                   "lr": optimizer.param_groups[0]["lr"], "val_ap": val["ap"],
-                   "val_ap50": val["ap50"], "val_ap75": val["ap75"],
-                   "seconds": time.perf_counter() - t0}  # fmt: skip
+            row = _epoch(run, model, data, optimizer, scheduler, scaler, bar, epoch)
             for k, v in row.items():
                 history.setdefault(k, []).append(v)
             if cfg.select_metric == "last" or best is None or row["val_ap"] > best:
                 best, best_epoch = row["val_ap"], epoch
-            state = dict(
-                model=model.state_dict(), raw_model=None, ema=None,
-                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                scaler=scaler.state_dict(), epoch=epoch, config=cfg.to_dict(), history=history,
-                best=best, best_epoch=best_epoch, rng=_rng_state(loader),
+            save_training_state(
+                run.best_path, best_epoch == epoch, model, optimizer, scheduler, scaler, None,
+                loader, epoch=epoch, config=cfg.to_dict(), history=history, best=best,
+                best_epoch=best_epoch,
             )  # fmt: skip
-            if best_epoch == epoch:
-                save_checkpoint(run_dir / "checkpoint.pt", **state)
-            save_checkpoint(last, **state)
-            log(_epoch_line(cfg.name, row, cfg.epochs, history["seconds"]))
+            run.log(_epoch_line(cfg.name, row, cfg.epochs, history["seconds"]))
     history["best_epoch"] = best_epoch + 1
-    return history
+    model.load_state_dict(load_checkpoint(run.best_path)["model"])
+    return model, history
+
+
+def _epoch(
+    run: Run,
+    model: nn.Module,
+    data: MaskRCNNData,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    bar: Any,
+    epoch: int,
+) -> dict[str, Any]:
+    """One epoch and its validation (mask AP at the config's thresholds): a history row."""
+    cfg, t0 = run.cfg, time.perf_counter()
+    stats = train_one_epoch_maskrcnn(
+        model, data.loader, optimizer, run.device, scheduler=scheduler, scaler=scaler,
+        amp=scaler.is_enabled(), clip_grad=cfg.clip_grad, bar=bar,
+        where=f"run {cfg.name!r}, epoch {epoch + 1}",
+    )  # fmt: skip
+    (val,), _, _ = evaluate_settings(model, data.val_set, [default_params(cfg)])
+    return {"epoch": epoch + 1, "train_loss": stats.pop("loss"), **stats,
+            "lr": optimizer.param_groups[0]["lr"],
+            **{f"val_{k}": val[k] for k in ("ap", "ap50", "ap75")},
+            "seconds": time.perf_counter() - t0}  # fmt: skip
+
+
+def _evaluate(
+    run: Run, model: nn.Module, data: MaskRCNNData, history: dict[str, list]
+) -> tuple[dict[str, Any], tuple[PennFudanDataset, list[np.ndarray]]]:
+    """Thresholds chosen on val (postprocess.json), then the val results with them."""
+    params, table = tune_postprocessing(
+        model, data.val_set, run.options.get("grid") or POSTPROCESS_GRID
+    )
+    write_postprocess(run, params, table)
+    out, labels = _split_results(run, "val", model, data.val_set, params, history)
+    return out, (data.val_set, labels)
+
+
+def _figures(
+    run: Run, history: dict[str, list], drawn: tuple[PennFudanDataset, list[np.ndarray]]
+) -> list[Path]:
+    loss = {"loss_curve.png": viz.plot_loss_terms(history, LOSS_TERMS, run.cfg.name)}
+    return save_figures(run.run_dir, loss) + _instances_figure(run.run_dir, "val", *drawn)
+
+
+MASKRCNN = register_run_task(
+    Task(
+        "maskrcnn", model_for, _load_data, _fit, _evaluate, _figures, MaskRCNNConfig.from_dict,
+        "a Mask R-CNN run (use `segkit evaluate` for semantic runs)",
+    )
+)  # fmt: skip
 
 
 def train_maskrcnn(
@@ -285,107 +347,55 @@ def train_maskrcnn(
     ``<out_dir>/<name>/``: checkpoint.pt, checkpoint_last.pt, history.json, postprocess.json,
     results_val.json, loss_curve.png, instances_val.png. ``resume`` continues from
     checkpoint_last.pt; ``reuse`` returns a finished run's results (same config) without
-    training and resumes an unfinished one. Returns the val results.
+    training and resumes an unfinished one. Returns the val results. The run itself is
+    :func:`segkit.runner.run_folder`'s.
 
     Example:
         >>> out = train_maskrcnn(MaskRCNNConfig())   # the recipe, into runs/maskrcnn/
     """
-    run_dir = Path(cfg.out_dir) / cfg.name
-    if reuse:
-        done = finished_results(run_dir, cfg.to_dict())
-        if done is not None:
-            return done
-        resume = (run_dir / "checkpoint_last.pt").is_file()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    seed_everything(cfg.seed)
-    device = get_device(cfg.device)
-    log = log or (tqdm.write if progress else (lambda line: None))
-    train_set = DetectionDataset(
-        make_base(cfg, "train"), DetectionAugment(cfg.aug_scale, cfg.flip_p)
-    )
-    val_set = make_base(cfg, "val")
-    loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device,
-                         collate_fn=collate_detection)  # fmt: skip
-    model = model_for(cfg).to(device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("checkpoint.pt", "checkpoint_last.pt", "history.json", "results_val.json"):
-        remove_stale_temps(run_dir / name)  # debris of a killed save
-    history = _fit(cfg, model, loader, val_set, device, run_dir, resume, progress, log)
-    model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
-    params, table = tune_postprocessing(model, val_set, grid or POSTPROCESS_GRID)
-    write_json(
-        {"selected_on": "val", "params": params, "grid": table}, run_dir / "postprocess.json"
-    )
-    write_json(history, run_dir / "history.json")
-    if figures:
-        fig = viz.plot_loss_terms(history, LOSS_TERMS, cfg.name)
-        fig.savefig(run_dir / "loss_curve.png", dpi=100, bbox_inches="tight")
-    return _results(run_dir, "val", cfg, model, val_set, params, device, figures)  # last: done
+    return run_folder(
+        cfg, progress=progress, figures=figures, resume=resume, reuse=reuse, log=log,
+        options={"grid": grid},
+    )[0]  # fmt: skip
 
 
-def _results(
-    run_dir: Path,
-    split: str,
-    cfg: MaskRCNNConfig,
-    model: nn.Module,
-    dataset: PennFudanDataset,
-    params: Params,
-    device: torch.device,
-    figures: bool,
-) -> dict[str, Any]:
-    """Evaluate ``split`` with ``params``; write results_<split>.json (and the figure)."""
-    (metrics,), labels, ms = evaluate_settings(model, dataset, [params], keep=PREVIEW_COUNT)
-    hist = run_dir / "history.json"
-    history = json.loads(hist.read_text()) if hist.is_file() else {}
+def _split_results(
+    run: Run, split: str, model: nn.Module, dataset: PennFudanDataset, params: Params, history: dict
+) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """The results of ``split`` with ``params`` (as in results_<split>.json) and the label maps
+    of the first :data:`PREVIEW_COUNT` images."""
+    matches = run.run_dir / f"matches_{split}.npz"  # per image: the paired comparison's input
+    (metrics,), labels, ms = evaluate_settings(model, dataset, [params], PREVIEW_COUNT, matches)
     out = {
-        "run": run_dir.name, "split": split, "task": cfg.task, "stems": dataset.stems,
-        "config": cfg.to_dict(), "postprocess": params,
+        "run": run.run_dir.name, "split": split, "task": run.cfg.task, "stems": dataset.stems,
+        "config": run.cfg.to_dict(), "postprocess": params,
         "epochs_run": len(history.get("epoch", [])), "best_epoch": history.get("best_epoch"),
-        "train_seconds": sum(history.get("seconds", [])), "hardware": hardware(device),
+        "train_seconds": sum(history.get("seconds", [])), "hardware": hardware(run.device),
         "inference_ms_per_image": ms, "metrics": metrics,
         "reference": {**MASK_RCNN_REFERENCE, "ap_minus_reference": metrics["ap"]
                       - MASK_RCNN_REFERENCE["mask_ap"]},
     }  # fmt: skip
-    write_json(out, run_dir / f"results_{split}.json")
-    if figures:
-        raws = [dataset.raw(i) for i in range(len(labels))]
-        fig = viz.show_instances([r[0] for r in raws], [r[1] for r in raws], labels,
-                                 titles=dataset.stems[: len(labels)])  # fmt: skip
-        fig.savefig(run_dir / f"instances_{split}.png", dpi=100, bbox_inches="tight")
-    return out
+    return out, labels
+
+
+def _instances_figure(
+    run_dir: Path, split: str, dataset: PennFudanDataset, labels: list[np.ndarray]
+) -> list[Path]:
+    """instances_<split>.png: image / ground truth / prediction of the first images."""
+    raws = [dataset.raw(i) for i in range(len(labels))]
+    fig = viz.show_instances([r[0] for r in raws], [r[1] for r in raws], labels,
+                             titles=dataset.stems[: len(labels)])  # fmt: skip
+    return save_figures(run_dir, {f"instances_{split}.png": fig})
 
 
 # ------------------------------------------------------------------------ a finished run
-def run_task(run_dir: str | os.PathLike) -> str:
-    """The task of a run folder's checkpoint ("maskrcnn", "watershed", ...; see
-    :func:`segkit.config.config_task`)."""
-    path = Path(run_dir) / "checkpoint.pt"
-    return config_task(load_checkpoint(path, require=("model", "config"))["config"])
-
-
 def load_maskrcnn_run(
     run_dir: str | os.PathLike, device: torch.device | str | None = None
 ) -> tuple[nn.Module, MaskRCNNConfig, Params]:
     """The selected model of a run folder (eval mode, on ``device``, default CPU), its config
     and its thresholds (postprocess.json, else the config's defaults)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: no such run folder (expected <out_dir>/<run name>)")
-    path = run_dir / "checkpoint.pt"
-    ck = load_checkpoint(path, require=("model", "config"))
-    if config_task(ck["config"]) != "maskrcnn":
-        raise CheckpointError(
-            f"{path}: holds {describe_config(ck['config'])}, not a Mask R-CNN run"
-        )
-    cfg = MaskRCNNConfig.from_dict(ck["config"])
-    model = model_for(cfg, init_weights=False)
-    load_model_state(model, ck, path, "a Mask R-CNN model")
-    params = {"score_threshold": cfg.score_threshold, "mask_threshold": cfg.mask_threshold}
-    pp = run_dir / "postprocess.json"
-    if pp.is_file():
-        params = json.loads(pp.read_text())["params"]
-    return model.to(device or "cpu").eval(), cfg, params
+    model, cfg = load_run(run_dir, MASKRCNN.name, device)
+    return model, cfg, postprocess_params(run_dir, default_params(cfg))
 
 
 def evaluate_maskrcnn_run(
@@ -401,5 +411,9 @@ def evaluate_maskrcnn_run(
     metric keys, plus ``inference_ms_per_image``) and instances_<split>.png."""
     dev = get_device(device)
     model, cfg, params = load_maskrcnn_run(run_dir, dev)
-    dataset = make_base(cfg, split, data_dir)
-    return _results(Path(run_dir), split, cfg, model, dataset, params, dev, figures)
+    run, dataset = Run(cfg, Path(run_dir), dev), make_base(cfg, split, data_dir)
+    out, labels = _split_results(run, split, model, dataset, params, read_history(run.run_dir))
+    write_json(out, run.run_dir / f"results_{split}.json")
+    if figures:
+        _instances_figure(run.run_dir, split, dataset, labels)
+    return out

@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .experiment import load_run_model
+from .report import load_results
 from .report_numbers import lever_text
 from .utils import SegkitError
 from .viz import show_predictions
@@ -28,14 +28,15 @@ LEVER_KEYS = ("class_weighting", "ema_decay", "tta")
 
 
 def load_full_results(home: str | os.PathLike = ".") -> dict:
-    """The committed full run's results (``<home>/report/generated/results.json``)."""
+    """The committed full run's results (``<home>/report/generated/results.json``) with the
+    studies run beside it (seeds, levers, the Q1 sweep; :func:`segkit.report.load_results`)."""
     path = Path(home) / FULL_RESULTS
     if not path.is_file():
         raise SegkitError(
             f"{path}: no committed results; run the notebook from the repository folder "
             "(or pass home=...), or make them with `segkit reproduce`"
         )
-    return json.loads(path.read_text())
+    return load_results(path)
 
 
 def _levers(config: dict) -> str:

@@ -14,9 +14,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .checkpoint import finished_results
-from .config import InstanceConfig, RunConfig
+from .config import RunConfig
 from .experiment import run_experiment
 from .instance import train_instance
+from .maskrcnn import train_maskrcnn
 from .utils import SegkitError, get_device
 
 
@@ -47,8 +48,10 @@ def _train_one(job: tuple[RunConfig, bool]) -> tuple[str, float]:
     cfg, force = job
     t0 = time.perf_counter()
     kw = dict(progress=False, reuse=not force, log=_log)
-    if isinstance(cfg, InstanceConfig):  # its figures need the val maps of training
+    if cfg.task == "watershed":  # its figures need the val maps of training
         train_instance(cfg, **kw)  # type: ignore[arg-type]
+    elif cfg.task == "maskrcnn":
+        train_maskrcnn(cfg, **kw)  # type: ignore[arg-type]
     else:  # figures come later, from the run folder (experiment.save_run_figures)
         run_experiment(cfg, figures=False, **kw)  # type: ignore[arg-type]
     return cfg.name, (time.perf_counter() - t0) / 60

@@ -17,16 +17,21 @@ from .config import (
     IMAGENET,
     INSTANCE_EPOCH_SECONDS,
     INSTANCE_GPU_EPOCH_SECONDS,
+    MASKRCNN_EPOCH_SECONDS,
+    MASKRCNN_GPU_EPOCH_SECONDS,
     MODEL_TABLE,
     QUICK_INSTANCE,
+    QUICK_MASKRCNN,
     QUICK_SEMANTIC,
     SEMANTIC_MODELS,
     InstanceConfig,
+    MaskRCNNConfig,
     RunConfig,
     TrainConfig,
     on_cuda,
     recipe,
 )
+from .constants import SPLIT_SIZES
 from .models import weights_label
 from .models.pretrained import resnet18_imagenet_source
 from .study import (
@@ -37,7 +42,8 @@ from .study import (
     lever_configs,
 )
 
-CPU_BASIS = "measured in the 2026-11-24 run (2-core CPU)"
+CPU_BASIS = "measured in the full run behind the report (2-core CPU)"
+PENNFUDAN_TRAIN_IMAGES = 100  # of the fixed split (170 - val - test); for quick-mode scaling
 RUN_OVERHEAD_SECONDS = {"cpu": 30.0, "cuda": 15.0}  # per run: data preload, loader, test, figures
 
 
@@ -79,6 +85,14 @@ def instance_config(common: dict, quick: bool) -> InstanceConfig:
     )
 
 
+def maskrcnn_config(common: dict, quick: bool) -> MaskRCNNConfig:
+    """The Mask R-CNN run of a reproduction (``common``: device, out_dir, data_dir)."""
+    keys = ("device", "out_dir", "data_dir")
+    return MaskRCNNConfig(
+        **{k: common[k] for k in keys if k in common}, **(QUICK_MASKRCNN if quick else {})
+    )
+
+
 def trainings(
     common: dict, quick: bool, instance: bool = True, *, check_weights: bool = True
 ) -> list[RunConfig]:
@@ -91,7 +105,7 @@ def trainings(
     runs: list[RunConfig] = [*augmentation_configs(study), *lever_configs(levers)]
     model = protocol_recipe if check_weights else recipe
     runs += [model(m, **common) for m in SEMANTIC_MODELS]
-    runs += [instance_config(common, quick)] if instance else []
+    runs += [instance_config(common, quick), maskrcnn_config(common, quick)] if instance else []
     cuda = on_cuda(str(common.get("device", "auto")))
     return sorted(runs, key=lambda cfg: estimated_seconds(cfg, cuda)[0], reverse=True)
 
@@ -102,13 +116,18 @@ def estimated_seconds(cfg: RunConfig, cuda: bool) -> tuple[float, str]:
     if isinstance(cfg, InstanceConfig):
         per_epoch = INSTANCE_GPU_EPOCH_SECONDS if cuda else INSTANCE_EPOCH_SECONDS
         basis = "estimate" if cuda else CPU_BASIS
+    elif isinstance(cfg, MaskRCNNConfig):
+        per_epoch = MASKRCNN_GPU_EPOCH_SECONDS if cuda else MASKRCNN_EPOCH_SECONDS
+        basis = "estimate" if cuda else "measured 2026-12-05 (2 threads)"
     else:
         spec = MODEL_TABLE[cfg.model]  # type: ignore[attr-defined]
         per_epoch = spec.gpu_epoch_seconds if cuda else spec.epoch_seconds
         basis = spec.gpu_basis if cuda else CPU_BASIS
     scale = 1.0
-    if cfg.limit_train:  # quick runs: a fraction of the epoch
-        scale = min(1.0, cfg.limit_train / 572)
+    if cfg.limit_train and isinstance(cfg, TrainConfig):  # quick runs: a fraction of the epoch
+        scale = min(1.0, cfg.limit_train / SPLIT_SIZES["train"])
+    elif cfg.limit_train:  # Penn-Fudan: about 100 training images
+        scale = min(1.0, cfg.limit_train / PENNFUDAN_TRAIN_IMAGES)
     return overhead + cfg.epochs * per_epoch * scale, basis
 
 
@@ -120,7 +139,7 @@ def plan(device: str = "auto", quick: bool = False, instance: bool = True) -> li
     rows = []
     for cfg in trainings(common, quick, instance, check_weights=False):
         seconds, basis = estimated_seconds(cfg, cuda)
-        model = getattr(cfg, "model", "")
+        model = getattr(cfg, "model", None) or cfg.task  # Mask R-CNN has no model field
         weights = weights_label(model, getattr(cfg, "weights", None))
         rows.append(PlannedRun(cfg.name, model, cfg.epochs, weights, seconds / 60, basis))
     return rows
@@ -137,6 +156,8 @@ def format_plan(rows: list[PlannedRun], device: str) -> str:
         )
     total = sum(r.minutes for r in rows)
     lines.append(f"{'total':24s}{'':15s}{'':7s}  {'':10s}{total:9.1f}  (one run at a time)")
+    if not on_cuda(device):  # the CPU minutes were measured with two trainings side by side
+        lines.append(f"with --jobs 2 (the CPU default), about {total / 2:.0f} minutes of wall time")
     if any(r.weights == IMAGENET for r in rows):
         ok, why = _imagenet_resnet()
         lines.append(

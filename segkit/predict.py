@@ -1,5 +1,5 @@
-"""`segkit predict`: run a trained run folder (semantic or instance) on a user's own images and
-write label PNGs, overlays and, optionally, probabilities.
+"""`segkit predict`: run a trained run folder (semantic, watershed or Mask R-CNN) on a user's
+own images and write label PNGs, overlays and, optionally, probabilities.
 
 Any size and mode (grayscale, RGBA, palette, 16-bit, EXIF-rotated JPEG) is accepted. The model
 sees the image *resized* to the scale it was trained at, with H and W multiples of 32. The
@@ -28,10 +28,11 @@ from . import constants, viz
 from .checkpoint import CheckpointError, describe_config, load_checkpoint
 from .config import config_task
 from .constants import IMAGE_SUFFIXES
-from .energy import expected_energy, watershed_from_maps
+from .energy import watershed_from_maps
 from .experiment import load_run_model
-from .instance import load_instance_run
-from .models.instance_unet import split_logits
+from .instance import image_maps, load_instance_run
+from .maskrcnn import load_maskrcnn_run
+from .maskrcnn import predict_instances as mrcnn_instances
 from .pennfudan import working_size
 from .utils import SegkitError, get_device
 
@@ -56,13 +57,15 @@ class PredictResult:
 
 @dataclass
 class Predictor:
-    """A loaded run: ``kind`` "semantic" or "instance", its model (eval mode) and config, and
-    (instance runs) the watershed parameters."""
+    """A loaded run: ``kind`` "semantic" or "instance", its ``task`` (semantic, watershed,
+    maskrcnn), its model (eval mode) and config, and (instance runs) the post-processing
+    parameters chosen on val."""
 
     kind: str
     model: nn.Module
-    cfg: Any  # TrainConfig or InstanceConfig
+    cfg: Any  # TrainConfig, InstanceConfig or MaskRCNNConfig
     params: dict = field(default_factory=dict)
+    task: str = "semantic"
 
 
 # ------------------------------------------------------------------------------ reading
@@ -211,17 +214,12 @@ def predict_instances(
     was_training = model.training
     model.to(dev).eval()
     try:
-        x = TF.resize(_as_float(image, dev)[None], [wh, ww], antialias=True)  # (1, 3, wh, ww)
-        x = F.pad(x.clamp(0, 1), (0, -ww % 32, 0, -wh % 32))  # (1, 3, H32, W32)
-        logits = model(x)[..., :wh, :ww].float()  # (1, 1 + K, wh, ww)
-        sem, energy = split_logits(logits)  # (1, 1, wh, ww), (1, K, wh, ww)
-        maps = torch.cat([sem, expected_energy(energy)[:, None]], dim=1)  # (1, 2, wh, ww)
-        maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)[0].cpu()
+        x = TF.resize(_as_float(image, dev), [wh, ww], antialias=True)  # (3, wh, ww)
+        prob, energy = image_maps(model, x, (h, w))  # (H, W) each: evaluation's forward pass
     finally:
         model.train(was_training)
-    prob = torch.sigmoid(maps[0])  # (H, W)
-    labels = watershed_from_maps(prob.numpy(), maps[1].numpy(), **params)
-    return torch.from_numpy(labels), prob
+    labels = watershed_from_maps(prob, energy, **params)
+    return torch.from_numpy(labels), torch.from_numpy(prob)
 
 
 # ------------------------------------------------------------------------------ writing
@@ -264,9 +262,12 @@ def _write_semantic(
 def _write_instance(
     pred: Predictor, image: torch.Tensor, stem: Path, probs: bool, device: torch.device
 ) -> list[Path]:
-    labels, prob = predict_instances(
-        pred.model, image, pred.params, pred.cfg.short_side, pred.cfg.max_size, device
-    )  # (H, W), (H, W)
+    if pred.task == "maskrcnn":  # the model is on ``device`` already
+        labels, prob = map(torch.from_numpy, mrcnn_instances(pred.model, image, pred.params))
+    else:
+        labels, prob = predict_instances(
+            pred.model, image, pred.params, pred.cfg.short_side, pred.cfg.max_size, device
+        )  # (H, W), (H, W)
     paths = [_named(stem, "_instances.png"), _named(stem, "_overlay.png")]
     if int(labels.max()) < 256:
         label_png(labels, instance_palette(256)).save(paths[0])
@@ -320,11 +321,13 @@ def load_predictor(run_dir: str | os.PathLike, device: torch.device) -> Predicto
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: not a segkit checkpoint (its config is not a dict)")
     task = config_task(config)
-    if task not in ("semantic", "watershed"):
+    if task not in ("semantic", "watershed", "maskrcnn"):
         raise CheckpointError(f"{path}: holds {describe_config(config)}, which predict cannot run")
     try:
         if task == "watershed":
-            return Predictor("instance", *load_instance_run(run_dir, device))
+            return Predictor("instance", *load_instance_run(run_dir, device), task=task)
+        if task == "maskrcnn":
+            return Predictor("instance", *load_maskrcnn_run(run_dir, device), task=task)
         model, cfg = load_run_model(run_dir, device)
     except SegkitError:
         raise

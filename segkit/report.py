@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from . import viz
 from .report_numbers import numbers_macros
 from .report_tables import (
     INSTANCE_METHODS,
@@ -44,13 +45,26 @@ TABLES = {
 }
 
 
+# figures drawn from a results entry, when it is there: file -> (results key, figure function)
+FIGURES = {
+    "fig_augment_sweep.png": ("augment_sweep", viz.plot_augment_sweep),
+    "fig_maskrcnn_ablation.png": ("maskrcnn_ablation", viz.plot_maskrcnn_ablation),
+}
+
+
 def write_tables(results: dict, out_dir: str | os.PathLike) -> list[Path]:
+    """The tables and macros of :data:`TABLES`, and the figures of :data:`FIGURES` whose
+    results entry exists, into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, fn in TABLES.items():
         (out_dir / name).write_text(fn(results))
         paths.append(out_dir / name)
+    for name, (key, draw) in FIGURES.items():
+        if results.get(key):
+            draw(results[key]).savefig(out_dir / name, dpi=150, bbox_inches="tight")
+            paths.append(out_dir / name)
     return paths
 
 
@@ -151,12 +165,12 @@ def build_pdf(report_dir: str | os.PathLike = "report") -> Path:
 
 
 # studies run outside `segkit reproduce` (their own commands), merged into the results on load
-SIDE_FILES = {"seeds": "seeds.json", "levers": "levers.json"}
+SIDE_FILES = {"seeds": "seeds.json", "levers": "levers.json", "augment_sweep": "augment_sweep.json"}
 
 
 def load_results(path: str | os.PathLike) -> dict:
     """``results.json`` plus the separately run studies beside it (:data:`SIDE_FILES`: `segkit
-    seeds`, `segkit study --levers`) where results.json lacks them."""
+    seeds`, `segkit study --levers`, `segkit study --sweep`) where results.json lacks them."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `segkit reproduce` first")

@@ -65,6 +65,8 @@ def instance_macros(results: dict) -> dict[str, str]:
             out[f"{p}{s}APfifty"] = fmt(m["ap50"])
             out[f"{p}{s}APseventyfive"] = fmt(m["ap75"])
             out[f"{p}{s}IoU"] = fmt(m.get("mean_best_iou"))
+            if len(m.get("ap_per_threshold") or []) == 10:  # 0.50:0.05:0.95; [8] is IoU 0.90
+                out[f"{p}{s}APninety"] = fmt(m["ap_per_threshold"][8])
             if m.get("num_images") is not None:
                 out[f"{p}{s}Images"] = str(m["num_images"])
             if m.get("num_gt") is not None:
@@ -88,8 +90,79 @@ def instance_macros(results: dict) -> dict[str, str]:
             out[f"{p}LevelWeights"] = _level_weights_text(default_level_weights(levels).tolist())
         if cfg.get("energy_weight") is not None:
             out[f"{p}EnergyWeight"] = f"{cfg['energy_weight']:g}"
+        for field in CONFIG_FIELDS:
+            if isinstance(cfg.get(field), (int, float)):
+                out[f"{p}{_camel(field)}"] = f"{cfg[field]:g}"
+        if inst.get("best_epoch") is not None:
+            out[f"{p}BestEpoch"] = str(inst["best_epoch"])
         ref = inst.get("reference")
         if ref:
             out[f"{p}RefAP"] = fmt(ref["mask_ap"])
             out[f"{p}RefModel"] = tex_escape(ref.get("model", ""))
+    return out | comparison_macros(results) | ablation_macros(results.get("maskrcnn_ablation"))
+
+
+# config fields the bonus's prose quotes (as \MrcnnShortSide, \InstShortSide, ...)
+CONFIG_FIELDS = ("short_side", "max_size", "fpn_channels", "frozen_stages", "lr", "batch_size",
+                 "rois_per_image", "warmup_steps")  # fmt: skip
+EPOCH_GAIN = 0.01  # val AP gained over the second half of training that reads as "still rising"
+METRIC_WORDS = {"ap": "mask AP", "ap50": "AP50", "ap75": "AP75"}
+
+
+def _interval(ci: list[float]) -> str:
+    return f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def comparison_macros(results: dict) -> dict[str, str]:
+    """How sure the comparison of the two instance methods is (``instance_comparison``): each
+    run's bootstrap interval over the test images and, per metric, whether the other method's
+    number lies inside it (a sentence); the paired difference when both runs have matches."""
+    comp, inst, mrcnn = (results.get(k) for k in ("instance_comparison", "instance",
+                                                   "instance_maskrcnn"))  # fmt: skip
+    if not comp or not inst or not mrcnn:
+        return {}
+    out: dict[str, str] = {"CompareResamples": str(comp["resamples"])}
+    ci = comp["ci"].get("b")  # Mask R-CNN's (the watershed run is "a")
+    if ci:
+        parts = []
+        for key, word in METRIC_WORDS.items():
+            out[f"MrcnnCi{_camel(key)}"] = _interval(ci[key])
+            other = inst["test"][key]
+            where = ("inside" if ci[key][0] <= other <= ci[key][1]
+                     else "below" if other < ci[key][0] else "above")  # fmt: skip
+            parts.append(f"the watershed's {word} ({fmt(other)}) lies {where} Mask R-CNN's "
+                         f"interval {_interval(ci[key])}")  # fmt: skip
+        out["CompareSentence"] = "; ".join(parts)
+    paired = comp.get("paired")
+    if paired:
+        out["PairedDiff"] = fmt(paired["diff"])
+        out["PairedDiffCi"] = _interval(paired["diff_ci"])
+        out["PairedBetterShare"] = fmt(100 * paired["b_better"], 0)
+    return out
+
+
+def ablation_macros(ablation: dict | None) -> dict[str, str]:
+    """The Mask R-CNN ablation on val: AP after half the epochs and at the end, the AP range
+    over each threshold and over the inference resolution, the best resolution."""
+    if not ablation:
+        return {}
+    epochs = ablation["epochs"]
+    half = epochs[len(epochs) // 2 - 1]
+    gain = epochs[-1]["val_ap"] - half["val_ap"]
+    out = {"AblHalfEpoch": str(half["epoch"]), "AblHalfAP": fmt(half["val_ap"]),
+           "AblLastEpoch": str(epochs[-1]["epoch"]), "AblLastAP": fmt(epochs[-1]["val_ap"]),
+           "AblBestAP": fmt(max(e["val_ap"] for e in epochs)), "AblEpochGain": fmt(gain),
+           "AblEpochVerdict": "still rising, slowly" if gain > EPOCH_GAIN
+                              else "levelling off"}  # fmt: skip
+    for key in ("mask_threshold", "score_threshold", "inference_short_side"):
+        aps = [r["ap"] for r in ablation[key]]
+        out[f"Abl{_camel(key)}Range"] = fmt(max(aps) - min(aps))
+    res = ablation["inference_short_side"]
+    best = max(res, key=lambda r: r["ap"])
+    trained = next((r for r in res if r["short_side"] == ablation["trained_short_side"]), None)
+    out |= {"AblResBest": str(best["short_side"]), "AblResBestAP": fmt(best["ap"]),
+            "AblResTrained": str(ablation["trained_short_side"]),
+            "AblNotRun": ", ".join(ablation["not_run"])}  # fmt: skip
+    if trained:
+        out["AblResTrainedAP"] = fmt(trained["ap"])
     return out

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from .config import field_defaults
 from .config import model_label as _config_label
 from .report_bonus import instance_macros
+from .report_q1 import augmentation_macros, sweep_macros
 from .report_tables import (
     MODEL_LABELS,
     WRITEUP_VAL_AP,
@@ -38,6 +39,7 @@ MACRO_NAMES = {"baseline": "Baseline", "baseconv": "BaseConv", "unet": "UNet", "
 STUDY_OF_RUN = {
     "lever_": "the lever study",
     "aug_": "the augmentation study",
+    "sweep_": "the augmentation sweep",
     "seed": "the seed study",
 }
 SAME_COST = 0.15  # per-epoch costs within 15% of each other read as "about as much as"
@@ -177,26 +179,6 @@ def baseline_macros(results: dict) -> Macros:
     return {
         "BaselinePredicted": _join(predicted or ["none"]),
         "BaselinePredictedCount": _count(len(predicted)),
-    }
-
-
-def augmentation_macros(results: dict) -> Macros:
-    """Q1: the augmentation study (best and worst setting, range, model, budget)."""
-    aug = results.get("augmentation") or []
-    if not aug:
-        return {}
-    best = max(aug, key=lambda r: r["mean_ap"])
-    worst = min(aug, key=lambda r: r["mean_ap"])
-    model = results.get("augmentation_model", "effnet_unet")
-    return {
-        "AugBest": tex_escape(best["augment"]),
-        "AugBestAP": fmt(best["mean_ap"]),
-        "AugWorst": tex_escape(worst["augment"]),
-        "AugWorstAP": fmt(worst["mean_ap"]),
-        "AugRuns": str(len(aug)),
-        "AugEpochs": "/".join(str(e) for e in distinct(r["epochs"] for r in aug)),
-        "AugAPRange": fmt(best["mean_ap"] - worst["mean_ap"]),
-        "AugModel": tex_escape(_config_label(model)),
     }
 
 
@@ -344,7 +326,7 @@ def budget_macros(results: dict) -> Macros:
         out["ResNetsSmallestShare"] = ""
     parts = train_minutes(results)
     words = {"models": "Models", "instance": "Instance", "augmentation": "Aug"}
-    for group, word in (words | {"levers": "Levers", "seeds": "Seeds"}).items():
+    for group, word in (words | {"sweep": "Sweep", "levers": "Levers", "seeds": "Seeds"}).items():
         if group in parts:
             out[f"TrainMinutes{word}"] = fmt(parts[group], 0)
     out["TrainMinutesAll"] = fmt(sum(parts.values()), 0)
@@ -419,8 +401,8 @@ def reproduce_macros(results: dict) -> Macros:
 
 # the parts of the report, in order: numbers.tex holds one block of macros per part
 SECTIONS: tuple[Callable[[dict], Macros], ...] = (
-    setup_macros, model_macros, baseline_macros, augmentation_macros, seed_macros, loss_macros,
-    recipe_macros, lever_macros, budget_macros, comparison_macros, instance_macros,
+    setup_macros, model_macros, baseline_macros, augmentation_macros, sweep_macros, seed_macros,
+    loss_macros, recipe_macros, lever_macros, budget_macros, comparison_macros, instance_macros,
     reproduce_macros,
 )  # fmt: skip
 

@@ -343,8 +343,12 @@ def table_instance(results: dict) -> str:
 def train_minutes(results: dict) -> dict[str, float]:
     """Summed wall time (minutes) of each group of training runs that recorded it: ``models``
     (the semantic models of the models table), ``instance`` (every instance method),
-    ``augmentation`` (Q1 study), ``levers`` (lever study), ``seeds`` (seed study)."""
+    ``augmentation`` (Q1 study), ``sweep`` (Q1 sweep, each run once), ``levers`` (lever
+    study), ``seeds`` (seed study)."""
     seeds = results.get("seeds") or []
+    sweep = results.get("augment_sweep") or {}
+    sweep_runs = {(r["crop_min"], r["flip_p"], r["seed"]): r
+                  for f in ("flip", "crop", "seeds") for r in sweep.get(f, [])}  # fmt: skip
     seed_runs = [
         r for e in (seeds if isinstance(seeds, list) else [seeds]) for r in e.get("runs") or []
     ]
@@ -352,6 +356,7 @@ def train_minutes(results: dict) -> dict[str, float]:
         "models": list(results.get("models", {}).values()),
         "instance": [results.get(key) or {} for key, _ in INSTANCE_METHODS],
         "augmentation": results.get("augmentation") or [],
+        "sweep": list(sweep_runs.values()),
         "levers": results.get("levers") or [],
         "seeds": seed_runs,
     }

@@ -14,9 +14,7 @@ import dataclasses
 import datetime as dt
 import functools
 import json
-import os
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,8 +28,8 @@ from . import viz
 from .checkpoint import finished_results
 from .config import (
     QUICK_SEMANTIC,
+    REPORT_GENERATED,
     SEMANTIC_MODELS,
-    InstanceConfig,
     RunConfig,
     recipe,
 )
@@ -44,8 +42,9 @@ from .experiment import (
     save_run_figures,
 )
 from .instance import evaluate_instance_run, train_instance
+from .maskrcnn import evaluate_maskrcnn_run, train_maskrcnn
 from .parallel import resolve_jobs, train_side_by_side
-from .plan import instance_config, protocol_recipe
+from .plan import instance_config, maskrcnn_config, protocol_recipe
 from .plan import trainings as plan_trainings
 from .report import load_results, update_readme, write_tables
 from .study import (
@@ -54,91 +53,15 @@ from .study import (
     AUGMENT_SETTINGS,
     LEVER_EPOCHS,
     augmentation_configs,
+    compare_instance_runs,
     lever_configs,
+    maskrcnn_ablation,
     study_rows,
 )
-from .utils import SegkitError, hardware, write_json
+from .utils import SegkitError, WallClock, hardware, write_json
 
 QUICK_BASELINE_LIMIT = 16  # images per split for the quick baseline
 QUICK_TEST_LIMIT = 8  # test images evaluated per model in quick mode
-WALL_LEDGER = "reproduce_wall.json"  # in the runs folder: minutes of each call of one reproduction
-
-
-class WallClock:
-    """Wall minutes of one reproduction, summed over the calls it took.
-
-    ``with WallClock(runs_dir) as clock:`` appends this call to ``<runs>/reproduce_wall.json``;
-    a heartbeat thread rewrites its minutes every ``interval`` seconds, so a call that is killed
-    midway (a session that ends) or stops on an error keeps its time, and the next call, which
-    resumes the runs, adds to it. A call that completes marks the reproduction finished; the call
-    after that, ``fresh`` (``--force``) or a new runs folder start a new ledger. A lock file
-    refuses a second reproduction on the same runs folder while one is running."""
-
-    def __init__(self, runs_dir: Path, interval: float = 60.0, fresh: bool = False) -> None:
-        self.path = runs_dir / WALL_LEDGER
-        self.lock = runs_dir / "reproduce.lock"
-        self.interval = interval
-        old = {} if fresh else (_read(self.path) or {})
-        self.calls: list[dict] = [] if old.get("finished") else list(old.get("calls", []))
-        self.finished = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
-
-    def __enter__(self) -> WallClock:
-        self._take_lock()
-        started = dt.datetime.now().isoformat(timespec="seconds")
-        self.calls.append(
-            {"started": started, "t_start": time.time(), "minutes": 0.0, "hardware": hardware()}
-        )
-        self.t0 = time.perf_counter()
-        self._write()
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type: type | None, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.finished = exc_type is None  # on an error the minutes so far still count
-        self._write()
-        self.lock.unlink(missing_ok=True)
-
-    def _take_lock(self) -> None:
-        try:
-            pid = int(self.lock.read_text())
-            os.kill(pid, 0)  # raises when no such process: a stale lock of a killed call
-        except (FileNotFoundError, ValueError, ProcessLookupError):
-            self.lock.write_text(str(os.getpid()))
-            return
-        except PermissionError:  # alive, another user's
-            pass
-        raise SegkitError(
-            f"{self.lock}: segkit reproduce (pid {pid}) is already running on "
-            f"{self.lock.parent}; wait for it, or stop it, before starting another"
-        )
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._write()
-
-    def _write(self) -> None:
-        self.calls[-1]["minutes"] = (time.perf_counter() - self.t0) / 60
-        write_json({"finished": self.finished, "calls": self.calls}, self.path)
-
-    @property
-    def minutes(self) -> float:
-        return sum(c["minutes"] for c in self.calls)
-
-    def reused(self, run_dirs: list[Path]) -> list[str]:
-        """The runs that finished before the ledger's first call (their results file is older;
-        copy run folders with their times, ``cp -p``): their time is not counted."""
-        first = self.calls[0]
-        t = first.get("t_start") or dt.datetime.fromisoformat(first["started"]).timestamp()
-        done = [d / "results_val.json" for d in run_dirs]
-        return [
-            d.name
-            for d, f in zip(run_dirs, done, strict=True)
-            if f.is_file() and f.stat().st_mtime < t
-        ]
 
 
 def _reusable(run_dir: Path, config: dict, force: bool) -> dict | None:
@@ -161,7 +84,7 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def reproduce(
-    out: str = "report/generated",
+    out: str = REPORT_GENERATED,
     runs: str = "runs",
     *,
     quick: bool = False,
@@ -336,12 +259,6 @@ def _step_model(ctx: Context, name: str) -> dict:
     return {"models": {name: entry}}
 
 
-def _step_instance(ctx: Context) -> dict:
-    """The bonus, detection-free: the two-head UNet and the watershed."""
-    cfg = instance_config(ctx.common, ctx.quick)
-    return {"instance": _instance(ctx.runs_dir, ctx.out_dir, cfg, ctx.force, ctx.force_train)}
-
-
 def steps(instance: bool = True) -> dict[str, Callable[[Context], dict]]:
     """The steps of a reproduction, in order: name -> function returning its results entries."""
     table: dict[str, Callable[[Context], dict]] = {
@@ -352,6 +269,7 @@ def steps(instance: bool = True) -> dict[str, Callable[[Context], dict]]:
     table.update({m: functools.partial(_step_model, name=m) for m in SEMANTIC_MODELS})
     if instance:
         table["instance"] = _step_instance
+        table["maskrcnn"] = _step_maskrcnn
     return table
 
 
@@ -387,27 +305,62 @@ def _run_steps(
     return results
 
 
-def _instance(
-    runs_dir: Path, out_dir: Path, cfg: InstanceConfig, force: bool, force_train: bool
-) -> dict:
-    run_dir = runs_dir / cfg.name
-    val = _reusable(run_dir, cfg.to_dict(), force_train)
+def _instance_run(ctx: Context, cfg: RunConfig, train: Callable, evaluate: Callable) -> tuple:
+    """An instance run folder of the reproduction: reused, resumed or trained; its test split
+    evaluated once (results_test.json is read back unless ``force``). Returns the folder and
+    its val and test results."""
+    run_dir = ctx.runs_dir / cfg.name
+    val = _reusable(run_dir, cfg.to_dict(), ctx.force_train)
     if val is None:
-        resume = not force_train and (run_dir / "checkpoint_last.pt").is_file()
-        val = train_instance(cfg, resume=resume)
-    test = None if force else _read(run_dir / "results_test.json")
+        resume = not ctx.force_train and (run_dir / "checkpoint_last.pt").is_file()
+        val = train(cfg, resume=resume)
+    test = None if ctx.force else _read(run_dir / "results_test.json")
     if test is None:
-        test = evaluate_instance_run(run_dir, "test", cfg.device, cfg.data_dir)
-    for name, ext in (("loss_curve", "png"), ("instances_test", "jpg"), ("energy_test", "jpg")):
-        _copy(run_dir / f"{name}.png", out_dir / f"fig_instance_{name}.{ext}")
+        test = evaluate(run_dir, "test", cfg.device, cfg.data_dir)
+    return run_dir, val, test
+
+
+def _instance_entry(val: dict, test: dict) -> dict:
+    """One instance method's entry of results.json (the same keys for both methods)."""
     return {
-        "model": val["config"]["model"],
+        "model": val["config"].get("model"),
+        "task": val["config"].get("task"),
         "epochs": val["epochs_run"],
+        "best_epoch": val.get("best_epoch"),
         "train_seconds": val["train_seconds"],
         "hardware": val["hardware"],
         "config": val["config"],
         "postprocess": val.get("postprocess"),
         "val": val["metrics"],
         "test": test["metrics"],
+        "inference_ms": test.get("inference_ms_per_image"),
         "reference": test.get("reference"),
+    }
+
+
+def _step_instance(ctx: Context) -> dict:
+    """The bonus, detection-free: the two-head UNet and the watershed."""
+    cfg = instance_config(ctx.common, ctx.quick)
+    run_dir, val, test = _instance_run(ctx, cfg, train_instance, evaluate_instance_run)
+    for name, ext in (("loss_curve", "png"), ("instances_test", "jpg"), ("energy_test", "jpg")):
+        _copy(run_dir / f"{name}.png", ctx.out_dir / f"fig_instance_{name}.{ext}")
+    return {"instance": _instance_entry(val, test)}
+
+
+def _step_maskrcnn(ctx: Context) -> dict:
+    """The bonus, detection-based: Mask R-CNN; its loss terms and test images, the paired
+    comparison with the watershed run on the same test images, the ablation on val."""
+    cfg = maskrcnn_config(ctx.common, ctx.quick)
+    run_dir, val, test = _instance_run(ctx, cfg, train_maskrcnn, evaluate_maskrcnn_run)
+    for name, ext in (("loss_curve", "png"), ("instances_test", "jpg")):
+        _copy(run_dir / f"{name}.png", ctx.out_dir / f"fig_maskrcnn_{name}.{ext}")
+    watershed = ctx.runs_dir / instance_config(ctx.common, ctx.quick).name
+    ablation = None if ctx.force else _read(run_dir / "ablation_val.json")
+    if ablation is None:
+        ablation = maskrcnn_ablation(run_dir, ctx.device, ctx.data_dir)
+        write_json(ablation, run_dir / "ablation_val.json")
+    return {
+        "instance_maskrcnn": _instance_entry(val, test),
+        "instance_comparison": compare_instance_runs(watershed, run_dir, "test"),
+        "maskrcnn_ablation": ablation,
     }

@@ -1,15 +1,22 @@
-"""Studies: Q1 augmentation (one model, several paired crop/flip settings, the same budget)
-and the seed study (run-to-run noise of a configuration)."""
+"""Studies: Q1 augmentation (one model, several paired crop/flip settings, the same budget),
+the Q1 sweep (each factor on a grid, the seed spread of the same configuration) and the seed
+study (run-to-run noise of a configuration)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import statistics
+from pathlib import Path
 
 from .config import LEVERS, TrainConfig, recipe
 from .data import Augment
 from .experiment import run_experiment
+from .maskrcnn import evaluate_settings, load_maskrcnn_run, make_base
+from .metrics.mask_ap import InstanceEvaluator, bootstrap_ci, paired_bootstrap
 from .parallel import resolve_jobs, train_side_by_side
+from .utils import get_device
 
 AUGMENT_MODEL = "effnet_unet"  # the fastest model to train here; every setting gets the same budget
 AUGMENT_EPOCHS = 2
@@ -185,3 +192,158 @@ def seed_study(
              "spread": max(aps) - min(aps), "std": statistics.stdev(aps) if len(aps) > 1 else None}
         )  # fmt: skip
     return out
+
+
+# The Q1 sweep: one factor at a time around the recipe's augmentation (crop area (0.5, 1), flip
+# 0.5), the same model and budget for every point, and the seed spread of the centre point under
+# that same configuration. 12 runs of 2 epochs: about 1.5 h of two workers on the 2-core CPU.
+SWEEP_MODEL = AUGMENT_MODEL
+SWEEP_EPOCHS = AUGMENT_EPOCHS  # the Q1 study's budget
+SWEEP_JSON = "augment_sweep.json"  # in report/generated
+SWEEP_CENTRE = Augment(scale=(0.5, 1.0), flip_p=0.5)  # the recipe's augmentation
+SWEEP_FLIP_P: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+SWEEP_CROP_MIN: tuple[float, ...] = (0.08, 0.3, 0.5, 0.8, 1.0)  # lower bound of the crop's area
+SWEEP_SEEDS: tuple[int, ...] = (0, 1, 2, 3)  # of the centre point; the other points use seed 0
+
+
+def sweep_point(base: TrainConfig, crop_min: float, flip_p: float, seed: int) -> TrainConfig:
+    """One point of the sweep: crop area (``crop_min``, 1), flip probability ``flip_p``."""
+    return dataclasses.replace(
+        base,
+        aug_scale=(crop_min, 1.0),
+        flip_p=flip_p,
+        seed=seed,
+        run_name=f"sweep_crop{crop_min:g}_flip{flip_p:g}_seed{seed}",
+        extra={**base.extra, "crop_min": crop_min, "flip_p": flip_p},
+    )
+
+
+def sweep_configs(
+    base: TrainConfig | None = None, seeds: tuple[int, ...] = SWEEP_SEEDS
+) -> dict[str, list[TrainConfig]]:
+    """The sweep's configs by factor: ``flip`` (crop fixed), ``crop`` (flip fixed), ``seeds``
+    (the centre point with each seed). A config shared by two factors appears in both."""
+    base = base or recipe(SWEEP_MODEL, epochs=SWEEP_EPOCHS)
+    crop0, flip0 = SWEEP_CENTRE.scale[0], SWEEP_CENTRE.flip_p  # type: ignore[index]
+    return {
+        "flip": [sweep_point(base, crop0, p, seeds[0]) for p in SWEEP_FLIP_P],
+        "crop": [sweep_point(base, c, flip0, seeds[0]) for c in SWEEP_CROP_MIN],
+        "seeds": [sweep_point(base, crop0, flip0, s) for s in seeds],
+    }
+
+
+def _sweep_row(cfg: TrainConfig, res: dict) -> dict:
+    m = res["metrics"]
+    return {
+        "crop_min": cfg.extra["crop_min"], "flip_p": cfg.extra["flip_p"], "seed": cfg.seed,
+        **{k: m[k] for k in ("mean_ap", "miou", "pixel_acc")},
+        "train_seconds": res["train_seconds"], "hardware": res["hardware"],
+    }  # fmt: skip
+
+
+def augmentation_sweep(
+    base: TrainConfig | None = None,
+    seeds: tuple[int, ...] = SWEEP_SEEDS,
+    *,
+    force: bool = False,
+    jobs: int | None = 1,
+) -> dict:
+    """Train (or read back) every point of :func:`sweep_configs`; returns ``{"model", "epochs",
+    "split", "levers", "flip": rows, "crop": rows, "seeds": rows, "spread", "std",
+    "train_seconds"}``, one row ``{"crop_min", "flip_p", "seed", "mean_ap", ...}`` per run.
+    ``spread`` (max - min val AP over the seeds) is what a factor's effect has to exceed."""
+    by_factor = sweep_configs(base, seeds)
+    unique = {c.name: c for cs in by_factor.values() for c in cs}
+    device = str(next(iter(unique.values())).device)
+    jobs = resolve_jobs(jobs, device)
+    if jobs > 1:
+        train_side_by_side(list(unique.values()), jobs, force)
+        force = False  # just trained
+    results = {n: run_experiment(c, figures=False, reuse=not force) for n, c in unique.items()}
+    out: dict = {"model": next(iter(unique.values())).model, "split": "val"}
+    first = next(iter(unique.values()))
+    out |= {"epochs": first.epochs, "levers": {k: getattr(first, k) for k in LEVERS}}
+    for factor, cs in by_factor.items():
+        out[factor] = [_sweep_row(c, results[c.name]) for c in cs]
+    aps = [r["mean_ap"] for r in out["seeds"]]
+    out["spread"] = max(aps) - min(aps)
+    out["std"] = statistics.stdev(aps) if len(aps) > 1 else None
+    out["train_seconds"] = sum(r["train_seconds"] for r in results.values())
+    return out
+
+
+def format_sweep(sweep: dict) -> str:
+    """The sweep as plain text: val mean AP per point, then the seed spread."""
+    lines = [f"{sweep['model']}, {sweep['epochs']} epochs, val mean AP"]
+    lines += [f"  flip p {r['flip_p']:<4g} at crop area ({r['crop_min']:g}, 1): {r['mean_ap']:.3f}"
+              for r in sweep["flip"]]  # fmt: skip
+    lines += [f"  crop area ({r['crop_min']:g}, 1) at flip p {r['flip_p']:g}: {r['mean_ap']:.3f}"
+              for r in sweep["crop"]]  # fmt: skip
+    seeds = ", ".join(f"{r['mean_ap']:.3f}" for r in sweep["seeds"])
+    lines.append(f"  seeds of the centre point: {seeds}; spread {sweep['spread']:.3f}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the bonus's two methods
+def compare_instance_runs(
+    a: str | os.PathLike, b: str | os.PathLike, split: str = "test", resamples: int = 2000
+) -> dict:
+    """How sure the bonus's comparison is: from the per-image matches each run's evaluation
+    saved (``matches_<split>.npz``), the bootstrap interval of each run's AP, AP50 and AP75 over
+    the images (``ci["a"]``, ``ci["b"]``) and, when both runs have them, the paired bootstrap
+    of ``b`` against ``a`` on the same draws (``paired``). A missing file is said in one line."""
+    runs = {"a": Path(a), "b": Path(b)}
+    out: dict = {"split": split, "resamples": resamples, "ci": {}}
+    out |= {role: run.name for role, run in runs.items()}
+    evs = {}
+    for role, run in runs.items():
+        path = run / f"matches_{split}.npz"
+        if not path.is_file():
+            print(f"{path} is missing: no interval for {run.name} (evaluate it on {split} again)")
+            continue
+        evs[role] = InstanceEvaluator.load(path)
+        out["ci"][role] = bootstrap_ci(evs[role], resamples)
+    if len(evs) == 2:
+        out["paired"] = paired_bootstrap(evs["a"], evs["b"], resamples)
+    return out
+
+
+ABLATION_SHORT_SIDES = (320, 400, 512, 640)  # inference resolutions tried on val
+
+
+def _grid_rows(grid: list[dict], fixed: str, value: float) -> list[dict]:
+    return [r for r in grid if r[fixed] == value]
+
+
+def maskrcnn_ablation(
+    run_dir: str | os.PathLike, device: str = "auto", data_dir: str | None = None
+) -> dict:
+    """What the levers a finished Mask R-CNN run can vary without retraining did, on val: the
+    number of epochs (val mask AP after each, history.json), the mask and score thresholds (the
+    val grid of postprocess.json, the other threshold at its chosen value) and the inference
+    resolution (short side; the long side scaled alike). Levers that need retraining (training
+    resolution, anchor sizes, schedule, frozen stages) are listed under ``not_run``."""
+    run_dir = Path(run_dir)
+    model, cfg, params = load_maskrcnn_run(run_dir, get_device(device))
+    history = json.loads((run_dir / "history.json").read_text())
+    grid = json.loads((run_dir / "postprocess.json").read_text())["grid"]
+    val = make_base(cfg, "val", data_dir)
+    resolution = []
+    for side in ABLATION_SHORT_SIDES:
+        long = round(side * cfg.max_size / cfg.short_side)
+        model.transform.min_size, model.transform.max_size = (side,), long
+        (m,), _, ms = evaluate_settings(model, val, [params])
+        resolution.append({"short_side": side, "max_size": long, "ap": m["ap"],
+                           "ap50": m["ap50"], "ap75": m["ap75"], "ms_per_image": ms})  # fmt: skip
+    keys = ("epoch", "val_ap", "val_ap50", "val_ap75")
+    return {
+        "run": run_dir.name, "split": "val", "params": params,
+        "trained_short_side": cfg.short_side, "trained_max_size": cfg.max_size,
+        "epochs": [dict(zip(keys, row, strict=True))
+                   for row in zip(*(history[k] for k in keys), strict=True)],
+        "mask_threshold": _grid_rows(grid, "score_threshold", params["score_threshold"]),
+        "score_threshold": _grid_rows(grid, "mask_threshold", params["mask_threshold"]),
+        "inference_short_side": resolution,
+        "not_run": ["training resolution", "anchor sizes", "learning-rate schedule",
+                    "frozen stages"],
+    }  # fmt: skip

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import math
 import os
 import platform
 import random
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +209,83 @@ def find_dataset_dir(name: str, marker: str, data_dir: str | os.PathLike | None 
     )
     looked = ", ".join(str(c / marker) for c in candidates)
     raise FileNotFoundError(f"dataset '{name}' not found (looked for {looked}); {how}")
+
+
+WALL_LEDGER = "reproduce_wall.json"  # in the runs folder: minutes of each call of one reproduction
+
+
+class WallClock:
+    """Wall minutes of one reproduction, summed over the calls it took.
+
+    ``with WallClock(runs_dir) as clock:`` appends this call to ``<runs>/reproduce_wall.json``;
+    a heartbeat thread rewrites its minutes every ``interval`` seconds, so a call that is killed
+    midway (a session that ends) or stops on an error keeps its time, and the next call, which
+    resumes the runs, adds to it. A call that completes marks the reproduction finished; the call
+    after that, ``fresh`` (``--force``) or a new runs folder start a new ledger. A lock file
+    refuses a second reproduction on the same runs folder while one is running."""
+
+    def __init__(self, runs_dir: Path, interval: float = 60.0, fresh: bool = False) -> None:
+        self.path = runs_dir / WALL_LEDGER
+        self.lock = runs_dir / "reproduce.lock"
+        self.interval = interval
+        old = {} if fresh or not self.path.is_file() else json.loads(self.path.read_text())
+        self.calls: list[dict] = [] if old.get("finished") else list(old.get("calls", []))
+        self.finished = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self) -> WallClock:
+        self._take_lock()
+        started = dt.datetime.now().isoformat(timespec="seconds")
+        self.calls.append(
+            {"started": started, "t_start": time.time(), "minutes": 0.0, "hardware": hardware()}
+        )
+        self.t0 = time.perf_counter()
+        self._write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.finished = exc_type is None  # on an error the minutes so far still count
+        self._write()
+        self.lock.unlink(missing_ok=True)
+
+    def _take_lock(self) -> None:
+        try:
+            pid = int(self.lock.read_text())
+            os.kill(pid, 0)  # raises when no such process: a stale lock of a killed call
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            self.lock.write_text(str(os.getpid()))
+            return
+        except PermissionError:  # alive, another user's
+            pass
+        raise SegkitError(
+            f"{self.lock}: segkit reproduce (pid {pid}) is already running on "
+            f"{self.lock.parent}; wait for it, or stop it, before starting another"
+        )
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._write()
+
+    def _write(self) -> None:
+        self.calls[-1]["minutes"] = (time.perf_counter() - self.t0) / 60
+        write_json({"finished": self.finished, "calls": self.calls}, self.path)
+
+    @property
+    def minutes(self) -> float:
+        return sum(c["minutes"] for c in self.calls)
+
+    def reused(self, run_dirs: list[Path]) -> list[str]:
+        """The runs that finished before the ledger's first call (their results file is older;
+        copy run folders with their times, ``cp -p``): their time is not counted."""
+        first = self.calls[0]
+        t = first.get("t_start") or dt.datetime.fromisoformat(first["started"]).timestamp()
+        done = [d / "results_val.json" for d in run_dirs]
+        return [
+            d.name
+            for d, f in zip(run_dirs, done, strict=True)
+            if f.is_file() and f.stat().st_mtime < t
+        ]

@@ -344,3 +344,56 @@ def plot_loss_terms(
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_augment_sweep(sweep: dict) -> Figure:
+    """Q1 sweep (``segkit study --sweep``): val mean AP against the flip probability (crop
+    fixed) and against the crop's lower area bound (flip fixed); the grey band is the range of
+    the centre point's seeds, the run-to-run noise of the same configuration."""
+    seeds = [r["mean_ap"] for r in sweep["seeds"]]
+    centre = sweep["seeds"][0]
+    panels = (
+        ("flip", "flip_p", "flip probability", f"crop area ({centre['crop_min']:g}, 1)"),
+        ("crop", "crop_min", "crop area lower bound", f"flip probability {centre['flip_p']:g}"),
+    )
+    fig, axes = _subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    for ax, (factor, key, xlabel, fixed) in zip(axes, panels, strict=True):
+        rows = sweep[factor]
+        ax.axhspan(min(seeds), max(seeds), color="0.85", label=f"{len(seeds)} seeds, centre point")
+        ax.plot([r[key] for r in rows], [r["mean_ap"] for r in rows], "o-", label="seed 0")
+        ax.plot([centre[key]] * len(seeds), seeds, "k_", ms=12, label="centre point's seeds")
+        ax.set(xlabel=xlabel, title=fixed)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel(f"val mean AP ({sweep['epochs']} epochs)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_maskrcnn_ablation(ablation: dict) -> Figure:
+    """What each lever of a finished Mask R-CNN run did on val: mask AP / AP50 / AP75 against
+    the epoch, the mask threshold, the score threshold and the inference short side."""
+    panels = [
+        ("epoch", ablation["epochs"], "epoch", ("val_ap", "val_ap50", "val_ap75")),
+        ("mask threshold", ablation["mask_threshold"], "mask_threshold", ("ap", "ap50", "ap75")),
+        ("score threshold", ablation["score_threshold"], "score_threshold", ("ap", "ap50", "ap75")),
+        ("inference short side (px)", ablation["inference_short_side"], "short_side",
+         ("ap", "ap50", "ap75")),
+    ]  # fmt: skip
+    chosen = {
+        "mask_threshold": ablation["params"]["mask_threshold"],
+        "score_threshold": ablation["params"]["score_threshold"],
+        "short_side": ablation["trained_short_side"],
+    }
+    fig, axes = _subplots(1, len(panels), figsize=(12, 2.9), sharey=True)
+    for ax, (xlabel, rows, x, keys) in zip(axes, panels, strict=True):
+        for key, label in zip(keys, ("mask AP", "AP50", "AP75"), strict=True):
+            ax.plot([r[x] for r in rows], [r[key] for r in rows], "o-", ms=3, label=label)
+        if x in chosen:
+            ax.axvline(chosen[x], color="0.5", ls=":", lw=1)
+        if x == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel=xlabel, ylim=(0, 1))
+    axes[0].set_ylabel("val")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -9,10 +9,12 @@ import pytest
 from segkit.metrics.mask_ap import (
     IOU_THRESHOLDS,
     InstanceEvaluator,
+    bootstrap_ci,
     labels_to_masks,
     mask_average_precision,
     mask_iou,
     match_instances,
+    paired_bootstrap,
 )
 
 
@@ -248,3 +250,62 @@ def test_label_maps_match_pycocotools_segm():
     res = ev.compute()
     assert [res["ap"], res["ap50"], res["ap75"]] == pytest.approx([ap, ap50, ap75], abs=1e-9)
     assert res["ap_per_threshold"] == pytest.approx(per_t, abs=1e-9)
+
+
+def _random_images(seed: int, n: int = 12) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(pred, scores, gt) of ``n`` images: shifted boxes, random scores, one spurious box."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        gt = _boxes((24, 24), (0, 8, 0, 8), (12, 22, 10, 20))
+        s = int(rng.integers(0, 4))
+        pred = _boxes((24, 24), (s, 8 + s, 0, 8), (12, 22, 10 + s, 20), (20, 24, 0, 4))
+        out.append((pred, rng.random(3), gt))
+    return out
+
+
+def _evaluator(images) -> InstanceEvaluator:
+    ev = InstanceEvaluator()
+    for pred, scores, gt in images:
+        ev.update(pred, scores, gt)
+    return ev
+
+
+def test_ap_of_images_is_a_fresh_evaluator_on_those_images(tmp_path):
+    images = _random_images(0)
+    ev = _evaluator(images)
+    assert ev.ap_of_images(range(len(images))) == pytest.approx(ev.compute()["ap"])
+    pick = [3, 3, 0, 7, 11, 3]  # a bootstrap-style draw, repeats included
+    assert ev.ap_of_images(pick) == pytest.approx(_evaluate(*[images[i] for i in pick])["ap"])
+    ev.save(tmp_path / "m.npz")
+    back = InstanceEvaluator.load(tmp_path / "m.npz")
+    assert back.compute() == ev.compute() and back.ap_of_images(pick) == ev.ap_of_images(pick)
+
+
+def test_paired_bootstrap_same_draws_for_both_methods():
+    images = _random_images(1)
+    a = _evaluator(images)
+    same = paired_bootstrap(a, _evaluator(images), resamples=200)
+    assert same["diff"] == 0 and same["diff_ci"] == [0, 0] and same["b_better"] == 0
+    perfect = _evaluator([(gt, [0.9, 0.8], gt) for _, _, gt in images])
+    out = paired_bootstrap(a, perfect, resamples=200, seed=3)
+    assert out["b_better"] == 1 and out["ci_b"] == [1, 1]
+    assert out["diff"] == pytest.approx(1 - a.compute()["ap"])
+    assert out["diff_ci"][0] <= out["diff"] <= out["diff_ci"][1]
+    assert out == paired_bootstrap(a, perfect, resamples=200, seed=3)  # seeded
+    with pytest.raises(ValueError, match="same images"):
+        paired_bootstrap(a, _evaluator(images[:-1]))
+
+
+def test_bootstrap_ci_brackets_the_full_set_and_is_a_point_when_every_image_is_alike():
+    images = _random_images(2, n=20)
+    ev = _evaluator(images)
+    ci = bootstrap_ci(ev, resamples=300)
+    full = ev.compute()
+    for key in ("ap", "ap50", "ap75"):
+        assert ci[key][0] <= full[key] <= ci[key][1], key
+    same = _evaluator([images[0]] * 10)  # one image ten times: every resample is the same set
+    point = same.compute()
+    ci = bootstrap_ci(same, resamples=50)
+    for key in ("ap", "ap50", "ap75"):
+        assert ci[key] == pytest.approx([point[key]] * 2), key

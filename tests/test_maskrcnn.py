@@ -25,7 +25,7 @@ from segkit.detection import (
 )
 from segkit.maskrcnn import LOSS_TERMS, load_maskrcnn_run, train_maskrcnn
 from segkit.models.base import IMAGENET_MEAN, IMAGENET_STD, Normalize
-from segkit.models.maskrcnn import build_maskrcnn
+from segkit.models.maskrcnn import DETECTION_NUM_CLASSES, build_maskrcnn
 from segkit.synthetic import make_pennfudan
 from segkit.utils import SegkitError
 
@@ -137,6 +137,7 @@ def test_encoder_batchnorm_stays_frozen_after_a_training_step():
 
 def test_images_are_normalised_once_by_the_transform():
     model = build_maskrcnn(None, min_size=64, max_size=64, fpn_channels=32).eval()
+    assert model.roi_heads.box_predictor.cls_score.out_features == DETECTION_NUM_CLASSES == 2
     assert model.transform.image_mean == list(IMAGENET_MEAN)
     assert model.transform.image_std == list(IMAGENET_STD)
     assert not [m for m in model.backbone.modules() if isinstance(m, Normalize)]

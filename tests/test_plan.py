@@ -7,7 +7,15 @@ import torch
 
 from segkit import plan as plan_mod
 from segkit.cli import main
-from segkit.config import MODEL_TABLE, PROTOCOL_EPOCHS, SEMANTIC_MODELS, recipe
+from segkit.config import (
+    MASKRCNN_EPOCH_SECONDS,
+    MODEL_TABLE,
+    PROTOCOL_EPOCHS,
+    QUICK_MASKRCNN,
+    SEMANTIC_MODELS,
+    MaskRCNNConfig,
+    recipe,
+)
 from segkit.models.pretrained import RESNET18_URL, resnet18_imagenet_source
 
 PROTOCOL = ("baseconv", "unet", "resnet18", "resnet18_unet")  # the assignment's Q6/Q7 models
@@ -76,3 +84,18 @@ def test_cli_plan_prints_one_line_per_run_and_the_total(capsys):
     assert "total" in out and "ImageNet ResNet-18 weights" in out
     assert main(["reproduce", "--plan", "--device", "cpu", "--quick"]) == 0
     assert "the CPU" in capsys.readouterr().out
+
+
+def test_both_instance_methods_are_planned_at_their_measured_cost():
+    rows = _by_name(plan_mod.plan("cpu"))
+    assert rows["instance"].model == "effnet_unet" and rows["maskrcnn"].model == "maskrcnn"
+    mrcnn = MaskRCNNConfig()
+    expected = plan_mod.RUN_OVERHEAD_SECONDS["cpu"] + mrcnn.epochs * MASKRCNN_EPOCH_SECONDS
+    assert abs(rows["maskrcnn"].minutes * 60 - expected) < 1e-6
+    quick = _by_name(plan_mod.plan("cpu", quick=True))  # a fraction of the ~100 training images
+    q = MaskRCNNConfig(**QUICK_MASKRCNN)
+    share = q.limit_train / plan_mod.PENNFUDAN_TRAIN_IMAGES
+    assert quick["maskrcnn"].epochs == q.epochs
+    assert abs(quick["maskrcnn"].minutes * 60 - (expected - mrcnn.epochs * MASKRCNN_EPOCH_SECONDS
+               + q.epochs * MASKRCNN_EPOCH_SECONDS * share)) < 1e-6  # fmt: skip
+    assert "instance" not in _by_name(plan_mod.plan("cpu", instance=False))

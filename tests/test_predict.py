@@ -10,11 +10,13 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+import segkit.maskrcnn
 from segkit import cli, predict
-from segkit.config import InstanceConfig, TrainConfig
+from segkit.config import InstanceConfig, MaskRCNNConfig, TrainConfig
 from segkit.constants import NUM_CLASSES, PALETTE
 from segkit.models import create_model
 from segkit.models.instance_unet import InstanceUNet
+from segkit.models.maskrcnn import build_maskrcnn
 from segkit.predict import load_image, main_predict, model_input_size, predict_image
 
 ORIENTATION = 0x0112  # the EXIF orientation tag
@@ -329,3 +331,42 @@ def test_instance_run_writes_instance_overlays(tmp_path: Path, images: Path) -> 
     assert main_predict(run, [images / "odd.png"], tmp_path / "old") == 0
     for name in ("odd_instances.png", "odd_overlay.png"):
         assert (tmp_path / "old" / name).read_bytes() == (out / name).read_bytes()
+
+
+def test_maskrcnn_run_writes_instances_with_its_val_thresholds(
+    tmp_path: Path, images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Mask R-CNN run folder through the real run loader; its detections (replaced by known
+    ones) become labels by the run's thresholds, by score, as worked out by hand here."""
+    cfg = MaskRCNNConfig(weights="none", short_side=64, max_size=96, fpn_channels=16)
+    run = tmp_path / "maskrcnn"
+    run.mkdir()
+    net = build_maskrcnn("none", min_size=64, max_size=96, fpn_channels=16)
+    torch.save({"model": net.state_dict(), "config": cfg.to_dict()}, run / "checkpoint.pt")
+    params = {"score_threshold": 0.5, "mask_threshold": 0.5}
+    (run / "postprocess.json").write_text(json.dumps({"selected_on": "val", "params": params}))
+    seen = []
+
+    def detections(model: torch.nn.Module, image: torch.Tensor) -> tuple:
+        seen.append(model.training)
+        h, w = image.shape[-2:]
+        masks = np.zeros((3, h, w), np.float32)
+        masks[0, : h // 2] = 0.9  # top half, score 0.9
+        masks[1, :, : w // 2] = 0.8  # left half, score 0.6: loses the top-left quarter
+        masks[2] = 0.95  # everything, score 0.3: below the run's threshold
+        return np.array([0.9, 0.6, 0.3], np.float32), masks
+
+    monkeypatch.setattr(segkit.maskrcnn, "predict_detections", detections)
+    pred = predict.load_predictor(run, torch.device("cpu"))
+    assert (pred.kind, pred.task, pred.params) == ("instance", "maskrcnn", params)
+    assert main_predict(run, [images / "odd.png"], tmp_path / "out", probs=True) == 0
+    assert seen == [False]  # eval mode
+    h, w = SIZES["odd"]
+    expected = np.zeros((h, w), np.uint8)
+    expected[:, : w // 2] = 2
+    expected[: h // 2] = 1
+    labels = np.asarray(Image.open(tmp_path / "out" / "odd_instances.png"))
+    np.testing.assert_array_equal(labels, expected)
+    prob = np.load(tmp_path / "out" / "odd_probs.npy").astype(np.float32)  # (1, H, W)
+    want = np.where(expected == 1, 0.9, np.where(expected == 2, 0.8, 0.0))
+    np.testing.assert_allclose(prob[0], want, atol=1e-3)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from segkit.config import MODEL_TABLE, model_label
+from segkit.config import MODEL_TABLE, MaskRCNNConfig, model_label
 from segkit.report import TABLES, build_pdf, load_results, overfull_boxes, write_tables
 from segkit.report_numbers import numbers_macros
 from segkit.report_tables import ABLATION_VARIANTS, run_hardware, table_instance
@@ -26,7 +26,7 @@ REPORT = ROOT / "report"
 GEN = REPORT / "generated"
 LIMIT_PT = 5.0
 # figures main.tex includes only when present (the next full run is to produce them)
-CONDITIONAL_FIGURES = {"fig_baseline_predictions.jpg"}
+CONDITIONAL_FIGURES = {"fig_baseline_predictions.jpg", "fig_augment_sweep.png"}
 
 needs_latex = pytest.mark.skipif(
     shutil.which("latexmk") is None or shutil.which("make") is None,
@@ -374,8 +374,60 @@ def _all_optional_fields(results: dict) -> dict:
         entry["levers"] = {"class_weighting": "inverse", "ema_decay": None, "tta": False}
     if results.get("instance"):  # the detection-based method beside the watershed, both timed
         results["instance"]["inference_ms"] = 120.0
-        results.setdefault("instance_maskrcnn", {**results["instance"], "inference_ms": 80.0})
+        mrcnn = {**results["instance"], "inference_ms": 80.0, "best_epoch": 11,
+                 "config": MaskRCNNConfig().to_dict(), "model": None, "task": "maskrcnn",
+                 "postprocess": {"score_threshold": 0.05, "mask_threshold": 0.5}}  # fmt: skip
+        results.setdefault("instance_maskrcnn", mrcnn)
+        ci = {"ap": [0.45, 0.60], "ap50": [0.86, 0.97], "ap75": [0.50, 0.78]}
+        results.setdefault("instance_comparison", {"resamples": 2000, "ci": {"b": ci}})
+        results.setdefault("maskrcnn_ablation", ABLATION)
     return results
+
+
+# a Mask R-CNN ablation (study.maskrcnn_ablation) as results.json holds it
+_GRID = [{"score_threshold": s, "mask_threshold": m, "ap": 0.5 + s / 10 - abs(m - 0.5) / 5,
+          "ap50": 0.9, "ap75": 0.6} for s in (0.05, 0.5) for m in (0.3, 0.5)]  # fmt: skip
+ABLATION = {
+    "params": {"score_threshold": 0.05, "mask_threshold": 0.5},
+    "trained_short_side": 400, "trained_max_size": 720,
+    "epochs": [{"epoch": e, "val_ap": 0.04 * e, "val_ap50": 0.08 * e, "val_ap75": 0.05 * e}
+               for e in range(1, 13)],
+    "mask_threshold": [r for r in _GRID if r["score_threshold"] == 0.05],
+    "score_threshold": [r for r in _GRID if r["mask_threshold"] == 0.5],
+    "inference_short_side": [{"short_side": s, "ap": 0.5 + (s == 512) / 20, "ap50": 0.9,
+                              "ap75": 0.6} for s in (320, 400, 512, 640)],
+    "not_run": ["anchor sizes", "frozen stages"],
+}  # fmt: skip
+
+
+def test_bonus_comparison_and_ablation_macros_follow_the_numbers():
+    res = _results()
+    if not res.get("instance"):
+        pytest.skip("no instance run")
+    full = _all_optional_fields(res)
+    m = _macros(numbers_macros(full))
+    inst = full["instance"]["test"]
+    where = lambda v, lo, hi: "inside" if lo <= v <= hi else "below" if v < lo else "above"  # noqa: E731
+    for key, word in (("ap", "mask AP"), ("ap50", "AP50"), ("ap75", "AP75")):
+        lo, hi = full["instance_comparison"]["ci"]["b"][key]
+        assert f"{word} ({_f(inst[key])}) lies {where(inst[key], lo, hi)}" in m["CompareSentence"]
+    assert "PairedDiff" not in m  # no paired bootstrap without the watershed's matches
+    assert m["AblHalfEpoch"] == "6" and m["AblLastAP"] == "0.480" and m["AblBestAP"] == "0.480"
+    assert m["AblResBest"] == "512" and m["AblResTrainedAP"] == "0.500"
+    assert m["AblInferenceShortSideRange"] == "0.050" and m["AblMaskThresholdRange"] == "0.040"
+    assert (
+        m["MrcnnShortSide"] == "400"
+        and m["MrcnnFrozenStages"] == "2"
+        and m["MrcnnBestEpoch"] == "11"
+    )
+    paired = copy.deepcopy(full)
+    paired["instance_comparison"]["paired"] = {
+        "diff": 0.006,
+        "diff_ci": [-0.05, 0.06],
+        "b_better": 0.58,
+    }
+    m = _macros(numbers_macros(paired))
+    assert m["PairedDiffCi"] == "[-0.050, 0.060]" and m["PairedBetterShare"] == "58"
 
 
 def _variants(results: dict) -> list[dict]:

@@ -12,9 +12,8 @@ from test_report import ROOT, check_tables, report_inputs
 from segkit.cli import main
 from segkit.config import SEMANTIC_MODELS
 from segkit.report import build_pdf
-from segkit.reproduce import WALL_LEDGER, WallClock
 from segkit.study import AUGMENT_SETTINGS, LEVER_SETTINGS
-from segkit.utils import SegkitError
+from segkit.utils import WALL_LEDGER, SegkitError, WallClock
 
 
 def test_quick_writes_every_table_and_figure(quick_run):

@@ -10,6 +10,10 @@ are float64, so an IoU of exactly 13/20 counts at the 0.65 threshold, as in pyco
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -122,6 +126,7 @@ class InstanceEvaluator:
         self._tp: list[np.ndarray] = []
         self._scores: list[np.ndarray] = []
         self._best_iou: list[np.ndarray] = []
+        self._num_gt: list[int] = []  # per image
         self.num_gt = 0
         self.num_images = 0
 
@@ -177,6 +182,7 @@ class InstanceEvaluator:
         self._tp.append(match_instances(iou, s, self.thresholds))
         self._scores.append(s)
         self._best_iou.append(iou.max(0) if len(pm) else np.zeros(len(gm)))
+        self._num_gt.append(len(gm))
         self.num_gt += len(gm)
         self.num_images += 1
 
@@ -203,3 +209,91 @@ class InstanceEvaluator:
             "num_gt": self.num_gt,
             "num_detections": int(len(scores)),
         }
+
+    def ap_per_threshold(self, images: Sequence[int] | np.ndarray) -> np.ndarray:
+        """AP at each IoU threshold of the images at ``images`` (indices in update order; a
+        repeated index counts again, as in a bootstrap resample). Shape: (T,) float64."""
+        idx = [int(i) for i in images]
+        num_gt = sum(self._num_gt[i] for i in idx)
+        if not idx or num_gt == 0:
+            return np.full(len(self.thresholds), np.nan)
+        tp = np.concatenate([self._tp[i] for i in idx], axis=1)  # (T, D)
+        scores = np.concatenate([self._scores[i] for i in idx])  # (D,)
+        return mask_average_precision(tp, scores, num_gt)
+
+    def ap_of_images(self, images: Sequence[int] | np.ndarray) -> float:
+        """Mean AP over the thresholds of the images at ``images`` (see
+        :meth:`ap_per_threshold`)."""
+        return float(np.mean(self.ap_per_threshold(images)))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """The per-image matches (what :meth:`ap_of_images` needs) as one ``.npz``."""
+        arrays = {"thresholds": self.thresholds, "num_gt": np.array(self._num_gt, np.int64)}
+        for i, (tp, s, b) in enumerate(zip(self._tp, self._scores, self._best_iou, strict=True)):
+            arrays |= {f"tp_{i}": tp, f"scores_{i}": s, f"best_iou_{i}": b}
+        tmp = Path(path).with_name(Path(path).name + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> InstanceEvaluator:
+        """An evaluator holding the matches :meth:`save` wrote."""
+        with np.load(path) as z:
+            ev = cls(z["thresholds"])
+            for i, n in enumerate(z["num_gt"]):
+                ev._tp.append(z[f"tp_{i}"])
+                ev._scores.append(z[f"scores_{i}"])
+                ev._best_iou.append(z[f"best_iou_{i}"])
+                ev._num_gt.append(int(n))
+        ev.num_gt, ev.num_images = sum(ev._num_gt), len(ev._num_gt)
+        return ev
+
+
+def bootstrap_ci(
+    ev: InstanceEvaluator, resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of ``ap``, ``ap50`` and ``ap75`` over the images: how
+    much the numbers would move on another draw of as many images. Each ``[low, high]``."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, ev.num_images, size=(resamples, ev.num_images))  # (R, N)
+    per_t = np.stack([ev.ap_per_threshold(d) for d in draws])  # (R, T)
+    cols = {"ap": per_t.mean(1)}
+    for name, thr in (("ap50", 0.5), ("ap75", 0.75)):
+        cols[name] = per_t[:, int(np.flatnonzero(np.isclose(ev.thresholds, thr))[0])]
+    q = [(1 - level) / 2, (1 + level) / 2]
+    return {k: np.nanquantile(v, q).tolist() for k, v in cols.items()}
+
+
+def paired_bootstrap(
+    a: InstanceEvaluator,
+    b: InstanceEvaluator,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float | list[float] | int]:
+    """How sure is "b is better than a" on these images? Percentile bootstrap over images:
+    each resample draws the images with replacement, the same draw for both methods (they saw
+    the same images), and recomputes each method's AP.
+
+    Returns ``diff`` (AP of b minus AP of a on all images), ``diff_ci`` and ``ci_a``/``ci_b``
+    (the central ``level`` interval), ``b_better`` (share of resamples where b's AP is higher),
+    ``resamples``, ``level``, ``num_images``."""
+    n = a.num_images
+    if b.num_images != n or a._num_gt != b._num_gt:
+        raise ValueError("paired_bootstrap needs both methods evaluated on the same images")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(resamples, n))  # (R, N) image indices
+    ap_a = np.array([a.ap_of_images(d) for d in draws])  # (R,)
+    ap_b = np.array([b.ap_of_images(d) for d in draws])  # (R,)
+    q = [(1 - level) / 2, (1 + level) / 2]
+    full = range(n)
+    return {
+        "diff": b.ap_of_images(full) - a.ap_of_images(full),
+        "diff_ci": np.nanquantile(ap_b - ap_a, q).tolist(),
+        "ci_a": np.nanquantile(ap_a, q).tolist(),
+        "ci_b": np.nanquantile(ap_b, q).tolist(),
+        "b_better": float(np.mean(ap_b > ap_a)),
+        "resamples": resamples,
+        "level": level,
+        "num_images": n,
+    }

@@ -30,7 +30,8 @@ from ..utils import SegkitError, load_torch_file
 from .base import IMAGENET_MEAN, IMAGENET_STD
 from .pretrained import EffNetLiteEncoder
 
-NUM_CLASSES = 2  # background + pedestrian
+# background + pedestrian; not constants.NUM_CLASSES (the 9 Stanford Background classes)
+DETECTION_NUM_CLASSES = 2
 FPN_CHANNELS = 128
 # one anchor size per FPN map (strides 4, 8, 16, 32 and the max-pooled 64), three shapes each
 ANCHOR_SIZES = ((32,), (64,), (128,), (256,), (512,))
@@ -103,8 +104,8 @@ def _coco_maskrcnn(weights: str | os.PathLike | None, **kw: Any) -> MaskRCNN:
     model = MaskRCNN(_resnet_fpn_extractor(body, 3), num_classes=91, **kw)
     if weights is not None:
         model.load_state_dict(_coco_state(weights))
-    model.roi_heads.box_predictor = FastRCNNPredictor(1024, NUM_CLASSES)
-    model.roi_heads.mask_predictor = MaskRCNNPredictor(256, 256, NUM_CLASSES)
+    model.roi_heads.box_predictor = FastRCNNPredictor(1024, DETECTION_NUM_CLASSES)
+    model.roi_heads.mask_predictor = MaskRCNNPredictor(256, 256, DETECTION_NUM_CLASSES)
     return model
 
 
@@ -157,5 +158,7 @@ def build_maskrcnn(
         return _small_mask_logits(_coco_maskrcnn(weights if init_weights else None, **kw))
     anchors = AnchorGenerator(ANCHOR_SIZES, ASPECT_RATIOS)
     backbone = EffNetFPN(weights if init_weights else None, fpn_channels, frozen_stages)
-    model = MaskRCNN(backbone, num_classes=NUM_CLASSES, rpn_anchor_generator=anchors, **kw)
+    model = MaskRCNN(
+        backbone, num_classes=DETECTION_NUM_CLASSES, rpn_anchor_generator=anchors, **kw
+    )
     return _small_mask_logits(model)
