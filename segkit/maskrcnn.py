@@ -320,7 +320,9 @@ def _evaluate(
 def _figures(
     run: Run, history: dict[str, list], drawn: tuple[PennFudanDataset, list[np.ndarray]]
 ) -> list[Path]:
-    loss = {"loss_curve.png": viz.plot_loss_terms(history, LOSS_TERMS, run.cfg.name)}
+    loss = {
+        "loss_curve.png": viz.plot_loss_terms(history, LOSS_TERMS, f"Mask R-CNN ({run.cfg.name})")
+    }
     return save_figures(run.run_dir, loss) + _instances_figure(run.run_dir, "val", *drawn)
 
 

@@ -109,6 +109,10 @@ EPOCH_GAIN = 0.01  # val AP gained over the second half of training that reads a
 METRIC_WORDS = {"ap": "mask AP", "ap50": "AP50", "ap75": "AP75"}
 
 
+def _words(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def _interval(ci: list[float]) -> str:
     return f"[{fmt(ci[0])}, {fmt(ci[1])}]"
 
@@ -133,6 +137,13 @@ def comparison_macros(results: dict) -> dict[str, str]:
             parts.append(f"the watershed's {word} ({fmt(other)}) lies {where} Mask R-CNN's "
                          f"interval {_interval(ci[key])}")  # fmt: skip
         out["CompareSentence"] = "; ".join(parts)
+        ahead = [METRIC_WORDS[k] for k in METRIC_WORDS if inst["test"][k] < ci[k][0]]
+        behind = [METRIC_WORDS[k] for k in METRIC_WORDS if inst["test"][k] > ci[k][1]]
+        same = [METRIC_WORDS[k] for k in METRIC_WORDS if ci[k][0] <= inst["test"][k] <= ci[k][1]]
+        verdict = [f"Mask R-CNN is ahead on {_words(ahead)}"] if ahead else []
+        verdict += [f"the watershed model is ahead on {_words(behind)}"] if behind else []
+        verdict += [f"these images cannot separate the two on {_words(same)}"] if same else []
+        out["CompareVerdict"] = "; ".join(verdict)
     paired = comp.get("paired")
     if paired:
         out["PairedDiff"] = fmt(paired["diff"])
@@ -153,6 +164,7 @@ def ablation_macros(ablation: dict | None) -> dict[str, str]:
            "AblLastEpoch": str(epochs[-1]["epoch"]), "AblLastAP": fmt(epochs[-1]["val_ap"]),
            "AblBestAP": fmt(max(e["val_ap"] for e in epochs)), "AblEpochGain": fmt(gain),
            "AblEpochVerdict": "still rising, slowly" if gain > EPOCH_GAIN
+                              and epochs[-1]["val_ap"] >= max(e["val_ap"] for e in epochs)
                               else "levelling off"}  # fmt: skip
     for key in ("mask_threshold", "score_threshold", "inference_short_side"):
         aps = [r["ap"] for r in ablation[key]]

