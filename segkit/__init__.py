@@ -51,6 +51,7 @@ from .viz import (
     plot_confusion_matrix,
     plot_history,
     plot_loss_terms,
+    plot_maskrcnn_ablation,
     show_augmentations,
     show_instances,
     show_predictions,
@@ -78,6 +79,7 @@ __all__ = [
     "show_test_predictions", "weights_label",
     # figures
     "plot_augment_sweep", "plot_confusion_matrix", "plot_history", "plot_loss_terms",
+    "plot_maskrcnn_ablation",
     "show_augmentations", "show_instances",
     "show_predictions", "show_segmentations",
     "__version__",

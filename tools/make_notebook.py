@@ -278,6 +278,8 @@ config instead of training it again. """ + EMA_TTA_TEXT + """ First model: BaseC
     code("""runs = {"baseconv": segkit.run_experiment(segkit.recipe("baseconv", **RUN), reuse=True, figures=False)}
 print(segkit.compare_runs(runs, FULL, "val", MODE))
 segkit.plot_history(runs["baseconv"]["history"], f"BaseConv ({MODE} run)")"""),
+    code("""print("Lever study of the full run (the report's ablation table), val:")
+print(segkit.format_rows(FULL["levers"]))"""),
     md("""## Q6. BaseConv and UNet
 
 BaseConv (above) is the assignment's encoder-decoder: a 7x7 stride-2 stem, four max-pool + conv
@@ -367,6 +369,9 @@ print(f"full run, 95% bootstrap intervals of Mask R-CNN over the {fm['test']['nu
 display(Image(f"{RUNS}/{MCFG.name}/loss_curve.png"))
 print(f"{MODE} run: test images, ground truth / Mask R-CNN instances (matched colours)")
 display(Image(f"{RUNS}/{MCFG.name}/instances_test.png"))"""),
+    md("""Neither method reaches mask AP 0.60 on test. The full run's Mask R-CNN on val, one lever at a
+time without retraining (epochs, mask and score thresholds, inference resolution):"""),
+    code("""segkit.plot_maskrcnn_ablation(FULL["maskrcnn_ablation"])"""),
     md("""The report (`report/main.pdf`) discusses every question with the full runs; `segkit reproduce`
 retrains them all (`segkit reproduce --quick` the quick ones this notebook loads)."""),
 ]
