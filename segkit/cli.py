@@ -7,15 +7,24 @@ Run ``segkit COMMAND --help`` for the flags of one command.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import experiment, instance, maskrcnn, plan, predict, report, reproduce, sources, study
-from .cli_flags import add_config_flags, add_method_flags, method_overrides, overrides_from_args
+from . import experiment, instance, maskrcnn, plan, predict, report, reproduce, sources
+from .cli_flags import (
+    add_command,
+    add_config_flags,
+    add_data_dir,
+    add_device,
+    add_jobs,
+    add_method_flags,
+    method_overrides,
+    overrides_from_args,
+)
+from .cli_study import add_levers_command, add_study_commands
 from .config import (
     QUICK_INSTANCE,
     QUICK_MASKRCNN,
@@ -29,8 +38,7 @@ from .config import (
     recipe,
 )
 from .constants import SPLITS
-from .parallel import resolve_jobs, train_side_by_side
-from .utils import SegkitError, write_json
+from .utils import SegkitError
 
 DESCRIPTION = """\
 segkit: semantic segmentation (Stanford Background, 9 classes) and instance segmentation
@@ -119,72 +127,6 @@ def cmd_instance_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_study(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {"out_dir": args.out_dir, "device": args.device}
-    if args.data_dir:
-        overrides["data_dir"] = args.data_dir
-    if args.quick:  # never beside the real runs that reproduce reuses
-        overrides.update(QUICK_SEMANTIC, out_dir=QUICK_OUT_DIR)
-    if args.levers and args.sweep:
-        raise SegkitError("--levers and --sweep are two studies: pick one")
-    default_epochs = study.LEVER_EPOCHS if args.levers else study.AUGMENT_EPOCHS  # = SWEEP_EPOCHS
-    # an explicit --epochs wins, also over quick mode's
-    base = recipe(args.model, **{"epochs": default_epochs, **overrides})
-    if args.epochs:
-        base = dataclasses.replace(base, epochs=args.epochs)
-    if args.sweep:
-        return _sweep(args, base)
-    if args.levers:
-        configs = study.lever_configs(base)
-        # the report reads report/generated/levers.json: quick numbers never land there
-        default_out = Path(QUICK_OUT_DIR if args.quick else REPORT_GENERATED) / "levers.json"
-    else:
-        settings = study.AUGMENT_SETTINGS
-        if args.only:
-            settings = {k: v for k, v in settings.items() if k in args.only}
-        configs = study.augmentation_configs(base, settings)
-        default_out = Path(overrides["out_dir"]) / "augmentation_study.json"
-    out = Path(args.out) if args.out else default_out
-    jobs = resolve_jobs(args.jobs, args.device)
-    if jobs > 1:
-        train_side_by_side(configs, jobs, args.force)
-    rows = study.study_rows(configs, force=args.force and jobs == 1)
-    write_json(rows, out)
-    print(study.format_rows(rows))
-    print(f"wrote {out}")
-    return 0
-
-
-def _sweep(args: argparse.Namespace, base: TrainConfig) -> int:
-    """``segkit study --sweep``: the Q1 sweep into report/generated (quick: never there)."""
-    name = "augment_sweep.json"
-    out = Path(
-        args.out or (Path(QUICK_OUT_DIR) / name if args.quick else Path(REPORT_GENERATED) / name)
-    )
-    seeds = tuple(args.seeds or study.SWEEP_SEEDS)
-    sweep = study.augmentation_sweep(base, seeds, force=args.force, jobs=args.jobs)
-    write_json(sweep, out)
-    print(study.format_sweep(sweep))
-    print(f"wrote {out}")
-    return 0
-
-
-def cmd_seeds(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {"out_dir": args.out_dir, "device": args.device}
-    if args.data_dir:
-        overrides["data_dir"] = args.data_dir
-    rows = study.seed_study(
-        tuple(args.models), tuple(args.seeds), args.epochs, force=args.force, jobs=args.jobs,
-        **overrides,
-    )  # fmt: skip
-    write_json(rows, args.out)
-    for r in rows:
-        aps = ", ".join(f"{x['mean_ap']:.3f}" for x in r["runs"])
-        print(f"{r['model']}: val AP {aps} (seeds {args.seeds}); spread {r['spread']:.3f}")
-    print(f"wrote {args.out}")
-    return 0
-
-
 def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.plan:  # what would train, and its estimated cost; nothing runs
         print(plan.format_plan(plan.plan(args.device, args.quick), args.device))
@@ -226,29 +168,6 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------- parser
-def _add(sub: Any, name: str, help: str, func: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".")
-    p.set_defaults(func=func)
-    return p
-
-
-def _data_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", default=None, help="dataset root (default: $SEGKIT_DATA, ./data)")
-
-
-def _device(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: auto)"
-    )
-
-
-def _jobs(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--jobs", type=int, default=None,
-        help="trainings side by side, one torch thread each (default: 2 on a CPU, 1 on CUDA)",
-    )  # fmt: skip
-
-
 def _data_parser(sub: Any) -> None:
     parser = sub.add_parser("data", help="prepare and verify the datasets")
     dsub = parser.add_subparsers(
@@ -259,16 +178,16 @@ def _data_parser(sub: Any) -> None:
         ("prepare-pennfudan", "PennFudanPed", "unpack and verify PennFudanPed/ from"),
     ):
         info = sources.SOURCES[name]
-        p = _add(dsub, cmd, f"{what} {info.archive} or a folder", cmd_data_prepare)
+        p = add_command(dsub, cmd, f"{what} {info.archive} or a folder", cmd_data_prepare)
         p.add_argument("--source", default=None, help=f"{info.archive} or an extracted folder")
-        _data_dir(p)
+        add_data_dir(p)
         p.add_argument("--download", action="store_true", help=f"download {info.url}")
         p.add_argument("--sha256", default=None, help="expected sha256 of the archive")
-    p = _add(
+    p = add_command(
         dsub, "verify", "check a dataset folder against the shipped checksums", cmd_data_verify
     )
     p.add_argument("name", choices=sorted(sources.SOURCES), help="which dataset")
-    _data_dir(p)
+    add_data_dir(p)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -286,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = _add(sub, "train", f"train one model from its recipe ({', '.join(RECIPES)})", cmd_train)
+    p = add_command(
+        sub, "train", f"train one model from its recipe ({', '.join(RECIPES)})", cmd_train
+    )
     add_config_flags(p, TrainConfig)
     p.add_argument(
         "--quick",
@@ -297,73 +218,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the run's figures (default: yes)")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue from checkpoint_last.pt")
 
-    p = _add(sub, "evaluate", "evaluate a semantic run folder on a split", cmd_evaluate)
+    p = add_command(sub, "evaluate", "evaluate a semantic run folder on a split", cmd_evaluate)
     p.add_argument("run", help="run folder holding checkpoint.pt (e.g. runs/unet)")
     p.add_argument("--split", default="test", choices=SPLITS, help="(default: test)")
-    _device(p)
-    _data_dir(p)
+    add_device(p)
+    add_data_dir(p)
     p.add_argument("--limit", type=int, default=None, help="first N images only (smoke tests)")
 
-    p = _add(sub, "predict", "label your own images with a trained run", cmd_predict)
+    p = add_command(sub, "predict", "label your own images with a trained run", cmd_predict)
     p.add_argument("run", help="run folder (semantic, watershed or Mask R-CNN)")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="images or folders")
     p.add_argument("--out", required=True, help="folder for the label PNGs and overlays")
     p.add_argument("--probs", action="store_true", help="also save per-class probabilities (.npy)")
-    _device(p)
+    add_device(p)
 
-    p = _add(sub, "baseline", "the per-pixel class-frequency baseline (Q2)", cmd_baseline)
+    p = add_command(sub, "baseline", "the per-pixel class-frequency baseline (Q2)", cmd_baseline)
     p.add_argument("--split", default="val", choices=("val", "test"), help="(default: val)")
-    _data_dir(p)
+    add_data_dir(p)
     p.add_argument("--out", default="runs/baseline", help="(default: runs/baseline)")
 
-    p = _add(
-        sub, "study", "Q1 augmentation study, --sweep: the Q1 sweep, or --levers: the lever study "
-        "(same model and budget per setting)", cmd_study,
-    )  # fmt: skip
-    p.add_argument("--levers", action="store_true",
-                   help="the lever study (class weights, EMA, flip TTA) instead of Q1")  # fmt: skip
-    p.add_argument("--sweep", action="store_true", help="the Q1 sweep: flip probability and "
-                   "crop area one at a time, and the seed spread of the centre point")  # fmt: skip
-    p.add_argument("--seeds", nargs="+", type=int, default=list(study.SWEEP_SEEDS),
-                   help="--sweep: the centre point's seeds (default: %(default)s)")  # fmt: skip
-    p.add_argument("--model", default=study.AUGMENT_MODEL, choices=tuple(RECIPES),
-                   help=f"(default: {study.AUGMENT_MODEL})")  # fmt: skip
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"epochs per setting (default: {study.AUGMENT_EPOCHS}, "
-                        f"with --levers {study.LEVER_EPOCHS})")  # fmt: skip
-    p.add_argument("--out", default=None,
-                   help="rows as JSON (default: <out-dir>/augmentation_study.json; with "
-                        f"--levers {REPORT_GENERATED}/levers.json, or {QUICK_OUT_DIR}/ "
-                        "with --quick)")  # fmt: skip
-    _device(p)
-    _data_dir(p)
-    p.add_argument("--out-dir", default="runs", help="(default: runs)")
-    p.add_argument("--force", action="store_true", help="retrain runs that already have results")
-    _jobs(p)
-    p.add_argument("--quick", action="store_true", help="quick mode")
-    settings = tuple(study.AUGMENT_SETTINGS)
-    p.add_argument(
-        "--only", nargs="+", default=None, choices=settings, metavar="SETTING",
-        help=f"only these settings: {', '.join(settings)}",
-    )  # fmt: skip
+    add_study_commands(sub)
 
-    p = _add(sub, "seeds", "run-to-run noise: recipes with several seeds, short budget", cmd_seeds)
-    p.add_argument("--models", nargs="+", default=list(study.SEED_MODELS), choices=tuple(RECIPES),
-                   help=f"(default: {' '.join(study.SEED_MODELS)})")  # fmt: skip
-    p.add_argument("--seeds", nargs="+", type=int, default=list(study.SEEDS),
-                   help=f"(default: {' '.join(map(str, study.SEEDS))})")  # fmt: skip
-    p.add_argument("--epochs", type=int, default=study.SEED_EPOCHS,
-                   help=f"epochs per run (default: {study.SEED_EPOCHS})")  # fmt: skip
-    _device(p)
-    _data_dir(p)
-    p.add_argument("--out-dir", default="runs", help="run folders (default: runs)")
-    p.add_argument("--out", default=f"{REPORT_GENERATED}/seeds.json", help="(default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="retrain runs that already have results")
-    _jobs(p)
-
-    inst = sub.add_parser("instance", help="Penn-Fudan instance segmentation (train, evaluate)")
-    isub = inst.add_subparsers(dest="instance_command", required=True, metavar="{train,evaluate}")
-    p = _add(
+    inst = sub.add_parser("instance", help="Penn-Fudan instance segmentation (train, evaluate, "
+                          "the Mask R-CNN lever study)")  # fmt: skip
+    isub = inst.add_subparsers(
+        dest="instance_command", required=True, metavar="{train,evaluate,levers}"
+    )
+    p = add_command(
         isub, "train", "train the two-head UNet + watershed (--method watershed) or Mask R-CNN "
         "(--method maskrcnn), tune post-processing on val", cmd_instance_train,
     )  # fmt: skip
@@ -375,13 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
         f"{QUICK_OUT_DIR}/",
     )
     p.add_argument("--resume", action="store_true", help="continue from checkpoint_last.pt")
-    p = _add(isub, "evaluate", "COCO mask AP of an instance run on a split", cmd_instance_evaluate)
+    p = add_command(
+        isub, "evaluate", "COCO mask AP of an instance run on a split", cmd_instance_evaluate
+    )
     p.add_argument("run", help="instance run folder (e.g. runs/instance, runs/maskrcnn)")
     p.add_argument("--split", default="test", choices=SPLITS, help="(default: test)")
-    _device(p)
-    _data_dir(p)
+    add_device(p)
+    add_data_dir(p)
+    add_levers_command(isub)
 
-    p = _add(
+    p = add_command(
         sub, "reproduce", "every experiment, then report/generated/ (resumable)", cmd_reproduce
     )
     p.add_argument("--quick", action="store_true", help=f"quick mode into {QUICK_OUT_DIR}")
@@ -394,17 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="rerun (or reuse) just these steps and merge them into the existing results.json "
         f"(recorded in its partial_updates); steps: {', '.join(reproduce.steps())}",
     )  # fmt: skip
-    _device(p)
+    add_device(p)
     p.add_argument(
         "--out", default=None, help="results.json, tables, figures (default: report/generated)"
     )
     p.add_argument("--runs", default=None, help="run folders, reused when finished (default: runs)")
-    _data_dir(p)
+    add_data_dir(p)
     p.add_argument("--force", action="store_true", help="retrain even if results exist")
     p.add_argument("--readme", default=None, help="also refresh this README's results table")
-    _jobs(p)
+    add_jobs(p)
 
-    p = _add(sub, "report", "tables from results.json, then build report/main.pdf", cmd_report)
+    p = add_command(
+        sub, "report", "tables from results.json, then build report/main.pdf", cmd_report
+    )
     p.add_argument("--generated", default=REPORT_GENERATED, help="(default: %(default)s)")
     p.add_argument("--report-dir", default="report", help="(default: report)")
     p.add_argument("--readme", default=None, help="also refresh this README's results table")

@@ -143,3 +143,31 @@ def method_overrides(
         flags = ", ".join("--" + n.replace("_", "-") for n in wrong)
         raise ValueError(f"{flags}: not a flag of --method {method}")
     return overrides_from_args(args, methods[method])
+
+
+# ------------------------------------------------------------ flags several commands share
+def add_command(sub: Any, name: str, help: str, func: Any) -> argparse.ArgumentParser:
+    """A subcommand ``name`` of ``sub`` running ``func(args)``; ``help`` is also its description."""
+    p = sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".")
+    p.set_defaults(func=func)
+    return p
+
+
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+    """--data-dir."""
+    p.add_argument("--data-dir", default=None, help="dataset root (default: $SEGKIT_DATA, ./data)")
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    """--device."""
+    p.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: auto)"
+    )
+
+
+def add_jobs(p: argparse.ArgumentParser) -> None:
+    """--jobs."""
+    p.add_argument(
+        "--jobs", type=int, default=None,
+        help="trainings side by side, one torch thread each (default: 2 on a CPU, 1 on CUDA)",
+    )  # fmt: skip

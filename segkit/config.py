@@ -298,6 +298,7 @@ class MaskRCNNConfig(RunConfig):
     fpn_channels: int = opt(128, "FPN channels over the EfficientNet-Lite0 maps")
     rois_per_image: int = opt(256, "RoIs sampled per image for the box and mask heads")
     frozen_stages: int = opt(2, "EfficientNet stages frozen after the stem (2: up to stride 4)")
+    anchor_size: int = opt(32, "anchor size on the stride-4 FPN map; each coarser map doubles it")
     aug_scale: tuple[float, float] = opt(
         (0.85, 1.15), "random rescale range in training (image, masks and boxes together)"
     )

@@ -77,7 +77,7 @@ def model_for(cfg: MaskRCNNConfig, init_weights: bool = True) -> nn.Module:
     return build_maskrcnn(
         cfg.weights, min_size=cfg.short_side, max_size=cfg.max_size,
         fpn_channels=cfg.fpn_channels, rois_per_image=cfg.rois_per_image,
-        frozen_stages=cfg.frozen_stages, init_weights=init_weights,
+        frozen_stages=cfg.frozen_stages, anchor_size=cfg.anchor_size, init_weights=init_weights,
     )  # fmt: skip
 
 

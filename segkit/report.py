@@ -26,10 +26,12 @@ from .report_tables import (
     table_augment,
     table_baseline,
     table_instance,
+    table_maskrcnn_levers,
     table_models,
     table_per_class,
     train_minutes,
 )
+from .study import MASKRCNN_LEVERS_JSON, SWEEP_JSON
 
 TABLES = {
     "numbers.tex": numbers_macros,
@@ -42,6 +44,7 @@ TABLES = {
     "tab_baseline.tex": table_baseline,
     "tab_instance.tex": table_instance,
     "tab_ablation.tex": table_ablation,
+    "tab_maskrcnn_levers.tex": table_maskrcnn_levers,
 }
 
 
@@ -165,12 +168,14 @@ def build_pdf(report_dir: str | os.PathLike = "report") -> Path:
 
 
 # studies run outside `segkit reproduce` (their own commands), merged into the results on load
-SIDE_FILES = {"seeds": "seeds.json", "levers": "levers.json", "augment_sweep": "augment_sweep.json"}
+SIDE_FILES = {"seeds": "seeds.json", "levers": "levers.json", "augment_sweep": SWEEP_JSON,
+              "maskrcnn_levers": MASKRCNN_LEVERS_JSON}  # fmt: skip
 
 
 def load_results(path: str | os.PathLike) -> dict:
     """``results.json`` plus the separately run studies beside it (:data:`SIDE_FILES`: `segkit
-    seeds`, `segkit study --levers`, `segkit study --sweep`) where results.json lacks them."""
+    seeds`, `segkit study --levers`, `segkit study --sweep`, `segkit instance levers`) where
+    results.json lacks them."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `segkit reproduce` first")

@@ -122,11 +122,12 @@ def setup_macros(results: dict) -> Macros:
     """Title page and introduction: date, hardware, classes."""
     cores, threads = run_cores_threads(results)
     word = "thread" if threads == "1" else "threads"
+    said = " or ".join(threads.split("/"))  # "1/2" -> "1 or 2"
     return {
         "Hardware": tex_escape(run_hardware(results)),
         "RunCores": cores,
         "RunThreads": threads,
-        "RunThreadsText": f"{threads} torch {word}",
+        "RunThreadsText": f"{said} torch {word}",
         "RunDate": results.get("date", "?"),
         "NumClasses": str(len(results.get("class_names") or [])),
     }
@@ -324,13 +325,31 @@ def budget_macros(results: dict) -> Macros:
     if len(resnets) == 2 and {k for _, k in minutes[:2]} == {"resnet18", "resnet18_unet"}:
         out["ResNetsSmallestShare"] = ""
     parts = train_minutes(results)
-    words = {"models": "Models", "instance": "Instance", "augmentation": "Aug"}
-    for group, word in (words | {"sweep": "Sweep", "levers": "Levers", "seeds": "Seeds"}).items():
+    said = []
+    for group, (word, what) in TRAIN_GROUPS.items():
         if group in parts:
             out[f"TrainMinutes{word}"] = fmt(parts[group], 0)
+            said.append(f"{fmt(parts[group], 0)} for {what.format(n=len(models))}")
+    if said:
+        said[0] = said[0].replace(" for ", " minutes for ", 1)
+        out["TrainMinutesList"] = (
+            said[0] if len(said) == 1 else (", ".join(said[:-1]) + " and " + said[-1])
+        )
     out["TrainMinutesAll"] = fmt(sum(parts.values()), 0)
     out["NumModels"] = str(len(models))
     return out
+
+
+# each group of training runs (report_tables.train_minutes): its macro word and its words in prose
+TRAIN_GROUPS = {
+    "models": ("Models", "the {n} semantic models of Q6 and Q7"),
+    "instance": ("Instance", "the instance segmentation of the bonus"),
+    "augmentation": ("Aug", "the augmentation study of Q1"),
+    "sweep": ("Sweep", "the augmentation sweep of Q1"),
+    "levers": ("Levers", "the lever study of the semantic recipe"),
+    "maskrcnn_levers": ("MrcnnLevers", "the Mask R-CNN lever study"),
+    "seeds": ("Seeds", "the seed study"),
+}
 
 
 def comparison_macros(results: dict) -> Macros:

@@ -8,6 +8,7 @@ import re
 
 from .config import DEFAULT_WEIGHTS, MODEL_TABLE, SEMANTIC_MODELS
 from .config import model_label as _config_label
+from .study import MASKRCNN_RECIPE
 
 MODEL_ORDER = SEMANTIC_MODELS
 BASELINE_LABEL = "Per-pixel frequency baseline"
@@ -340,11 +341,41 @@ def table_instance(results: dict) -> str:
     )
 
 
+def table_maskrcnn_levers(results: dict) -> str:
+    """Bonus: the Mask R-CNN lever study (``segkit instance levers``), val AP per run and its
+    change from the recipe's mean over seeds, beside that mean's seed spread."""
+    levers = results.get("maskrcnn_levers")
+    if not levers:
+        return "% no Mask R-CNN lever study\n"
+    mean = recipe_mean(levers)
+    rows = [[tex_escape(r["lever"]).capitalize(), str(r["seed"]), fmt(r["ap"]), fmt(r["ap50"]),
+             fmt(r["ap75"]), "--" if r["lever"] == MASKRCNN_RECIPE else f"{r['ap'] - mean:+.3f}",
+             fmt(r["train_seconds"] / 60, 0)] for r in levers["rows"]]  # fmt: skip
+    return _tabular(
+        ["Run", "Seed", "AP", "AP50", "AP75", "Change", "Min"],
+        rows,
+        _NAME_COL + "rrrrrr",
+        f"Bonus: Mask R-CNN levers that need retraining, each changed alone from the recipe, "
+        f"{levers['epochs']} epoch{'s' * (levers['epochs'] != 1)} per run, val split (mask "
+        "AP@[.5:.95]). Change: AP minus the "
+        f"recipe's mean over its seeds ({fmt(mean)}); their spread, {fmt(levers['spread'])}, is "
+        "the size a change must exceed to be an effect. Min: training minutes.",
+        "tab:maskrcnn_levers",
+        wide=True,
+    )
+
+
+def recipe_mean(levers: dict) -> float:
+    """The lever study's recipe AP, averaged over its seeds."""
+    aps = [r["ap"] for r in levers["rows"] if r["lever"] == MASKRCNN_RECIPE]
+    return sum(aps) / len(aps)
+
+
 def train_minutes(results: dict) -> dict[str, float]:
     """Summed wall time (minutes) of each group of training runs that recorded it: ``models``
     (the semantic models of the models table), ``instance`` (every instance method),
     ``augmentation`` (Q1 study), ``sweep`` (Q1 sweep, each run once), ``levers`` (lever
-    study), ``seeds`` (seed study)."""
+    study), ``maskrcnn_levers`` (the Mask R-CNN lever study), ``seeds`` (seed study)."""
     seeds = results.get("seeds") or []
     sweep = results.get("augment_sweep") or {}
     sweep_runs = {(r["crop_min"], r["flip_p"], r["seed"]): r
@@ -358,6 +389,7 @@ def train_minutes(results: dict) -> dict[str, float]:
         "augmentation": results.get("augmentation") or [],
         "sweep": list(sweep_runs.values()),
         "levers": results.get("levers") or [],
+        "maskrcnn_levers": (results.get("maskrcnn_levers") or {}).get("rows") or [],
         "seeds": seed_runs,
     }
     seconds = {k: sum(r.get("train_seconds") or 0 for r in runs) for k, runs in groups.items()}

@@ -10,10 +10,10 @@ import os
 import statistics
 from pathlib import Path
 
-from .config import LEVERS, TrainConfig, recipe
+from .config import LEVERS, MaskRCNNConfig, TrainConfig, recipe
 from .data import Augment
 from .experiment import run_experiment
-from .maskrcnn import evaluate_settings, load_maskrcnn_run, make_base
+from .maskrcnn import evaluate_settings, load_maskrcnn_run, make_base, train_maskrcnn
 from .metrics.mask_ap import InstanceEvaluator, bootstrap_ci, paired_bootstrap
 from .parallel import resolve_jobs, train_side_by_side
 from .utils import get_device
@@ -322,7 +322,7 @@ def maskrcnn_ablation(
     number of epochs (val mask AP after each, history.json), the mask and score thresholds (the
     val grid of postprocess.json, the other threshold at its chosen value) and the inference
     resolution (short side; the long side scaled alike). Levers that need retraining (training
-    resolution, anchor sizes, schedule, frozen stages) are listed under ``not_run``."""
+    resolution, anchor sizes, schedule, frozen stages) are :func:`maskrcnn_levers`."""
     run_dir = Path(run_dir)
     model, cfg, params = load_maskrcnn_run(run_dir, get_device(device))
     history = json.loads((run_dir / "history.json").read_text())
@@ -344,6 +344,77 @@ def maskrcnn_ablation(
         "mask_threshold": _grid_rows(grid, "score_threshold", params["score_threshold"]),
         "score_threshold": _grid_rows(grid, "mask_threshold", params["mask_threshold"]),
         "inference_short_side": resolution,
-        "not_run": ["training resolution", "anchor sizes", "learning-rate schedule",
-                    "frozen stages"],
     }  # fmt: skip
+
+
+# The Mask R-CNN levers that need retraining: each changed alone from the recipe, all on a
+# shorter schedule; the recipe itself at two seeds gives the spread an effect has to exceed.
+MASKRCNN_LEVER_EPOCHS = 4
+MASKRCNN_LEVER_SEEDS: tuple[int, ...] = (0, 1)
+MASKRCNN_LEVERS_JSON = "maskrcnn_levers.json"  # in report/generated
+MASKRCNN_RECIPE = "recipe"  # the label of the unchanged runs
+MASKRCNN_LEVERS: dict[str, dict] = {  # label -> the config fields it changes
+    MASKRCNN_RECIPE: {},
+    "constant learning rate": {"scheduler": "none"},
+    "4 frozen stages": {"frozen_stages": 4},
+    "anchors 16 to 256": {"anchor_size": 16},
+    "training short side 320": {"short_side": 320, "max_size": 576},
+}
+
+
+def maskrcnn_lever_configs(
+    base: MaskRCNNConfig | None = None,
+    epochs: int = MASKRCNN_LEVER_EPOCHS,
+    seeds: tuple[int, ...] = MASKRCNN_LEVER_SEEDS,
+) -> list[tuple[str, MaskRCNNConfig]]:
+    """``(label, config)`` per run of :data:`MASKRCNN_LEVERS`: the recipe at every seed, each
+    lever at the first, all for ``epochs`` into ``runs/mrl_<lever>_seed<seed>``."""
+    base = base or MaskRCNNConfig()
+    out = []
+    for label, change in MASKRCNN_LEVERS.items():
+        for seed in seeds if not change else seeds[:1]:
+            name = f"mrl_{label.replace(' ', '_')}_seed{seed}"
+            cfg = dataclasses.replace(base, epochs=epochs, seed=seed, run_name=name, **change)
+            out.append((label, cfg))
+    return out
+
+
+def maskrcnn_levers(
+    base: MaskRCNNConfig | None = None,
+    seeds: tuple[int, ...] = MASKRCNN_LEVER_SEEDS,
+    *,
+    epochs: int = MASKRCNN_LEVER_EPOCHS,
+    force: bool = False,
+    jobs: int | None = 1,
+) -> dict:
+    """Train (or read back) :func:`maskrcnn_lever_configs`; returns ``{"epochs", "split",
+    "rows", "spread", "train_seconds"}``, one row ``{"lever", "seed", "ap", "ap50", "ap75",
+    "best_epoch", "train_seconds", "hardware"}`` per run (val, thresholds chosen on val, as
+    every Mask R-CNN run). ``spread``: max - min val AP over the recipe's seeds."""
+    runs = maskrcnn_lever_configs(base, epochs, seeds)
+    jobs = resolve_jobs(jobs, str(runs[0][1].device))
+    if jobs > 1:
+        train_side_by_side([c for _, c in runs], jobs, force)
+        force = False  # just trained
+    rows = []
+    for label, cfg in runs:
+        res = train_maskrcnn(cfg, figures=False, reuse=not force)
+        m = res["metrics"]
+        rows.append({"lever": label, "seed": cfg.seed, **{k: m[k] for k in ("ap", "ap50", "ap75")},
+                     "best_epoch": res["best_epoch"], "train_seconds": res["train_seconds"],
+                     "hardware": res["hardware"]})  # fmt: skip
+    recipe_aps = [r["ap"] for r in rows if r["lever"] == MASKRCNN_RECIPE]
+    return {
+        "epochs": epochs, "split": "val", "rows": rows,
+        "spread": max(recipe_aps) - min(recipe_aps),
+        "train_seconds": sum(r["train_seconds"] for r in rows),
+    }  # fmt: skip
+
+
+def format_maskrcnn_levers(levers: dict) -> str:
+    """The lever study as plain text: val mask AP per run, then the recipe's seed spread."""
+    lines = [f"Mask R-CNN, {levers['epochs']} epochs each, val mask AP / AP50 / AP75"]
+    lines += [f"  {r['lever']} (seed {r['seed']}): {r['ap']:.3f} / {r['ap50']:.3f} / "
+              f"{r['ap75']:.3f}" for r in levers["rows"]]  # fmt: skip
+    lines.append(f"  spread of the recipe over its seeds: {levers['spread']:.3f}")
+    return "\n".join(lines)

@@ -210,10 +210,19 @@ def test_bad_weights_and_checkpoints_name_the_file(tmp_path, quick_data, capsys)
 
 
 @pytest.mark.parametrize(
-    "argv", [["study", "--lever"], ["reproduce", "--job", "2"], ["train", "--epoch", "3"]]
-)
+    "argv",
+    [["study", "--lever"], ["reproduce", "--job", "2"], ["train", "--epoch", "3"],
+     ["instance", "levers", "--seed", "0"], ["instance", "levers", "--epoch", "2"]],
+)  # fmt: skip
 def test_abbreviated_flags_are_refused(argv, capsys):
     # argparse would read --lever as --levers and start half an hour of training; parse only
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(argv)
     assert e.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_a_misspelt_instance_subcommand_names_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["instance", "lever"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "invalid choice: 'lever'" in err and "'levers'" in err

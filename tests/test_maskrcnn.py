@@ -135,6 +135,14 @@ def test_encoder_batchnorm_stays_frozen_after_a_training_step():
     )  # fmt: skip  (the rest trains)
 
 
+def test_anchor_size_sets_the_smallest_anchor_and_doubles_per_fpn_level():
+    for size in (32, 16):
+        model = build_maskrcnn(None, min_size=64, max_size=64, fpn_channels=32, anchor_size=size)
+        sizes = model.rpn.anchor_generator.sizes
+        assert sizes == tuple((size * 2**k,) for k in range(5))  # P2..P6, stride 4..64
+        assert len(model.rpn.anchor_generator.aspect_ratios) == len(sizes)
+
+
 def test_images_are_normalised_once_by_the_transform():
     model = build_maskrcnn(None, min_size=64, max_size=64, fpn_channels=32).eval()
     assert model.roi_heads.box_predictor.cls_score.out_features == DETECTION_NUM_CLASSES == 2

@@ -8,14 +8,19 @@ import numpy as np
 import pytest
 
 from segkit import recipe
-from segkit.config import LEVERS
+from segkit.config import LEVERS, MaskRCNNConfig
 from segkit.metrics.mask_ap import InstanceEvaluator
+from segkit.report_bonus import levers_macros
 from segkit.report_q1 import sweep_macros
+from segkit.report_tables import table_maskrcnn_levers
 from segkit.study import (
+    MASKRCNN_LEVERS,
+    MASKRCNN_RECIPE,
     SWEEP_CROP_MIN,
     SWEEP_FLIP_P,
     SWEEP_SEEDS,
     compare_instance_runs,
+    maskrcnn_lever_configs,
     seed_study,
     sweep_configs,
 )
@@ -108,3 +113,51 @@ def test_compare_instance_runs_reads_both_runs_matches(tmp_path, capsys):
     out = compare_instance_runs(tmp_path / "a", tmp_path / "b", resamples=50)
     assert "paired" not in out and set(out["ci"]) == {"b"}
     assert "matches_test.npz is missing" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ the Mask R-CNN lever study
+def test_mask_rcnn_levers_change_one_field_each_from_the_recipe():
+    base = MaskRCNNConfig()
+    runs = maskrcnn_lever_configs(base, epochs=3, seeds=(5, 6))
+    labels = [label for label, _ in runs]
+    assert labels == [MASKRCNN_RECIPE, MASKRCNN_RECIPE, *list(MASKRCNN_LEVERS)[1:]]
+    assert [c.seed for _, c in runs] == [5, 6] + [5] * (len(runs) - 2)  # levers at the first seed
+    assert len({c.run_name for _, c in runs}) == len(runs)  # one folder per run
+    fields = {f for f in base.to_dict() if f not in ("seed", "epochs", "run_name")}
+    for label, cfg in runs:
+        assert cfg.epochs == 3
+        changed = {f for f in fields if getattr(cfg, f) != getattr(base, f)}
+        assert changed == set(MASKRCNN_LEVERS[label]), label
+    changes = [MASKRCNN_LEVERS[label] for label in labels[2:]]
+    assert {"scheduler": "none"} in changes and {"anchor_size": 16} in changes
+    assert {"frozen_stages": 4} in changes and any("short_side" in c for c in changes)
+
+
+def _levers(aps: dict[tuple[str, int], float]) -> dict:
+    rows = [{"lever": lever, "seed": seed, "ap": ap, "ap50": 0.9, "ap75": 0.5,
+             "train_seconds": 600.0} for (lever, seed), ap in aps.items()]  # fmt: skip
+    recipe = [ap for (lever, _), ap in aps.items() if lever == MASKRCNN_RECIPE]
+    return {"epochs": 4, "split": "val", "rows": rows, "spread": max(recipe) - min(recipe),
+            "train_seconds": 600.0 * len(rows)}  # fmt: skip
+
+
+def test_lever_verdict_counts_only_changes_beyond_the_recipe_seed_spread():
+    levers = _levers({(MASKRCNN_RECIPE, 0): 0.50, (MASKRCNN_RECIPE, 1): 0.52,  # mean 0.51
+                      ("constant learning rate", 0): 0.525, ("4 frozen stages", 0): 0.44,
+                      ("anchors 16 to 256", 0): 0.56})  # fmt: skip
+    m = levers_macros(levers)
+    assert m["LevRecipeAP"] == "0.510" and m["LevSpread"] == "0.020" and m["LevRuns"] == "5"
+    assert m["LevVerdict"] == (
+        "4 frozen stages lowered it by 0.070 and anchors 16 to 256 raised it by 0.050; "
+        "constant learning rate moved it by no more than that spread, which is no effect"
+    )
+    assert m["LevBestAP"] == "0.560" and m["LevBestRun"] == "anchors 16 to 256"
+    assert m["LevMinutes"] == "50" and m["LevRunMinutes"] == "10"
+    tex = table_maskrcnn_levers({"maskrcnn_levers": levers})
+    assert "4 frozen stages & 0 & 0.440 & 0.900 & 0.500 & -0.070 & 10" in tex
+    assert "Recipe & 1 & 0.520 & 0.900 & 0.500 & -- & 10" in tex
+    assert "(0.510); their spread, 0.020," in tex
+    quiet = levers_macros(_levers({(MASKRCNN_RECIPE, 0): 0.5, (MASKRCNN_RECIPE, 1): 0.6,
+                                   ("4 frozen stages", 0): 0.52}))  # fmt: skip
+    assert quiet["LevVerdict"].startswith("4 frozen stages moved it by no more than")
+    assert table_maskrcnn_levers({}).startswith("%") and levers_macros(None) == {}

@@ -34,8 +34,9 @@ from .pretrained import EffNetLiteEncoder
 DETECTION_NUM_CLASSES = 2
 FPN_CHANNELS = 128
 # one anchor size per FPN map (strides 4, 8, 16, 32 and the max-pooled 64), three shapes each
-ANCHOR_SIZES = ((32,), (64,), (128,), (256,), (512,))
-ASPECT_RATIOS = ((0.5, 1.0, 2.0),) * len(ANCHOR_SIZES)
+ANCHOR_SIZE = 32  # on the stride-4 map; each coarser map doubles it: 32, 64, 128, 256, 512
+FPN_LEVELS = 5
+ASPECT_RATIOS = ((0.5, 1.0, 2.0),) * FPN_LEVELS
 COCO_URL = MaskRCNN_ResNet50_FPN_Weights.COCO_V1.url
 WEIGHT_CHOICES = ("imagenet", "none", "coco")  # or a local file of torchvision's COCO weights
 
@@ -131,6 +132,7 @@ def build_maskrcnn(
     fpn_channels: int = FPN_CHANNELS,
     rois_per_image: int = 256,
     frozen_stages: int = 2,
+    anchor_size: int = ANCHOR_SIZE,
     init_weights: bool = True,
 ) -> MaskRCNN:
     """torchvision ``MaskRCNN`` for background + pedestrian.
@@ -143,6 +145,7 @@ def build_maskrcnn(
         rois_per_image: RoIs sampled per image for the box and mask heads in training (a
             quarter positive at most; torchvision's default 512).
         frozen_stages: EfficientNet block groups frozen after the stem (0 to 7).
+        anchor_size: the RPN's anchor size on the stride-4 map, doubled on each coarser one.
         init_weights: False builds the architecture ``weights`` implies without reading any
             weights (a checkpoint will fill them).
 
@@ -161,7 +164,8 @@ def build_maskrcnn(
     )  # fmt: skip
     if weights is not None and weights != "imagenet":
         return _small_mask_logits(_coco_maskrcnn(weights if init_weights else None, **kw))
-    anchors = AnchorGenerator(ANCHOR_SIZES, ASPECT_RATIOS)
+    sizes = tuple((anchor_size * 2**level,) for level in range(FPN_LEVELS))  # ((32,), ..., (512,))
+    anchors = AnchorGenerator(sizes, ASPECT_RATIOS)
     backbone = EffNetFPN(weights if init_weights else None, fpn_channels, frozen_stages)
     model = MaskRCNN(
         backbone, num_classes=DETECTION_NUM_CLASSES, rpn_anchor_generator=anchors, **kw
