@@ -34,7 +34,7 @@ from .models import (
     list_models,
     weights_label,
 )
-from .notebook import compare_runs, load_full_results, show_test_predictions
+from .notebook import compare_runs, load_full_results, per_class_table, show_test_predictions
 from .plan import protocol_recipe
 from .predict import predict_image
 from .sources import ensure_datasets
@@ -42,6 +42,7 @@ from .study import (
     AUGMENT_EPOCHS,
     AUGMENT_SETTINGS,
     augmentation_study,
+    format_maskrcnn_levers,
     format_rows,
     format_sweep,
 )
@@ -72,10 +73,11 @@ __all__ = [
     # running and evaluating
     "AUGMENT_EPOCHS", "AUGMENT_SETTINGS", "augmentation_study", "evaluate", "evaluate_instance_run",
     "evaluate_maskrcnn_run", "load_maskrcnn_run", "train_maskrcnn", "format_sweep",
+    "format_maskrcnn_levers",
     "evaluate_run", "format_rows", "load_run_model", "predict_image", "results_table",
     "run_baseline", "run_experiment", "segmentation_eval", "train_instance", "train_one_epoch",
     # notebooks: setup, the committed full run beside a notebook's runs
-    "compare_runs", "ensure_datasets", "load_full_results", "protocol_recipe",
+    "compare_runs", "ensure_datasets", "load_full_results", "per_class_table", "protocol_recipe",
     "show_test_predictions", "weights_label",
     # figures
     "plot_augment_sweep", "plot_confusion_matrix", "plot_history", "plot_loss_terms",

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -67,6 +68,30 @@ def compare_runs(runs: dict[str, dict], full: dict, split: str = "val", mode: st
             for m in (r["metrics"], f[split])
         )
         lines.append(f"{name:14s}{cells}{f['epochs']} epochs, {f['train_seconds'] / 60:.0f} min")
+    return "\n".join(lines)
+
+
+METRIC_NAMES = {"ap": "AP", "iou": "IoU"}
+
+
+def per_class_table(full: dict, models: list[str], metric: str = "ap", split: str = "test") -> str:
+    """The committed full run's per-class ``metric`` ("ap" or "iou") on ``split`` for ``models``
+    (one column each, the report's per-class tables), with the mean and the best model per class."""
+    names = full["class_names"]
+    cols = {m: full["models"][m][split][metric] for m in models}
+    width = max(12, *(len(m) + 2 for m in models))
+    lines = [f"full run, {split} split, per-class {METRIC_NAMES[metric]}"]
+    lines.append(f"{'class':12s}" + "".join(f"{m:>{width}s}" for m in models) + "   best")
+    for i, name in enumerate(names):
+        vals = [math.nan if cols[m][i] is None else cols[m][i] for m in models]  # None: absent
+        seen = [k for k, v in enumerate(vals) if not math.isnan(v)]
+        top = [k for k in seen if vals[k] == max(vals[j] for j in seen)]
+        best = models[top[0]] if len(top) == 1 else "tie" if top else "--"
+        cells = "".join(f"{'--':>{width}s}" if math.isnan(v) else f"{v:{width}.3f}" for v in vals)
+        lines.append(f"{name:12s}{cells}   {best}")
+    key = "mean_ap" if metric == "ap" else "miou"
+    means = "".join(f"{full['models'][m][split][key]:{width}.3f}" for m in models)
+    lines.append(f"{'mean':12s}{means}")
     return "\n".join(lines)
 
 

@@ -8,9 +8,9 @@ import re
 
 from .config import model_label as _config_label
 from .losses import default_level_weights
-from .report_tables import INSTANCE_METHODS, fmt, instance_body, recipe_mean, tex_escape
+from .report_tables import INSTANCE_METHODS, fmt, instance_body, tex_escape
 from .sources import load_checksums
-from .study import MASKRCNN_RECIPE
+from .study import MASKRCNN_RECIPE, maskrcnn_recipe_mean
 
 # the macro prefix of each instance method (results.json key -> prefix)
 INSTANCE_PREFIXES = {"instance": "Inst", "instance_maskrcnn": "Mrcnn"}
@@ -198,7 +198,7 @@ def levers_macros(levers: dict | None) -> dict[str, str]:
     effect) and which did not (no effect at this budget)."""
     if not levers:
         return {}
-    mean, spread = recipe_mean(levers), levers["spread"]
+    mean, spread = maskrcnn_recipe_mean(levers), levers["spread"]
     changed = [r for r in levers["rows"] if r["lever"] != MASKRCNN_RECIPE]
     recipe = [r for r in levers["rows"] if r["lever"] == MASKRCNN_RECIPE]
     effects = [

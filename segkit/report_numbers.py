@@ -15,12 +15,13 @@ import re
 import statistics
 from collections.abc import Callable
 
-from .config import field_defaults
+from .config import PROTOCOL_EPOCHS, field_defaults
 from .config import model_label as _config_label
 from .report_bonus import instance_macros
 from .report_q1 import augmentation_macros, sweep_macros
 from .report_tables import (
     MODEL_LABELS,
+    WRITEUP_LR,
     WRITEUP_VAL_AP,
     distinct,
     encoder_init,
@@ -233,6 +234,8 @@ def recipe_macros(results: dict) -> Macros:
         "LearningRate": _shared(results, "lr"),
         "WeightDecay": _shared(results, "weight_decay"),
         "WarmupSteps": _shared(results, "warmup_steps", str),
+        "ProtocolEpochs": str(PROTOCOL_EPOCHS),
+        "WriteupLR": _num(WRITEUP_LR),
         "FlipP": _shared(results, "flip_p"),
         "CropScale": _shared(
             results, "aug_scale", lambda s: "none" if s is None else f"({_num(s[0])}, {_num(s[1])})"

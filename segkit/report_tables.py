@@ -8,7 +8,7 @@ import re
 
 from .config import DEFAULT_WEIGHTS, MODEL_TABLE, SEMANTIC_MODELS
 from .config import model_label as _config_label
-from .study import MASKRCNN_RECIPE
+from .study import MASKRCNN_RECIPE, maskrcnn_recipe_mean
 
 MODEL_ORDER = SEMANTIC_MODELS
 BASELINE_LABEL = "Per-pixel frequency baseline"
@@ -26,6 +26,9 @@ WRITEUP_VAL_AP = {
     "resnet18": 0.62,
     "resnet18_unet": 0.65,
 }
+# the write-up's training protocol, the same for its four models: SGD at this learning rate for
+# config.PROTOCOL_EPOCHS epochs, no scheduler, no early stopping
+WRITEUP_LR = 1e-3
 # the widest overfull box (pt) a build tolerates: build_pdf and report/Makefile both enforce it
 
 # a wrapping, ragged-right column for long names in a tabularx (needs \usepackage{tabularx})
@@ -347,7 +350,7 @@ def table_maskrcnn_levers(results: dict) -> str:
     levers = results.get("maskrcnn_levers")
     if not levers:
         return "% no Mask R-CNN lever study\n"
-    mean = recipe_mean(levers)
+    mean = maskrcnn_recipe_mean(levers)
     rows = [[tex_escape(r["lever"]).capitalize(), str(r["seed"]), fmt(r["ap"]), fmt(r["ap50"]),
              fmt(r["ap75"]), "--" if r["lever"] == MASKRCNN_RECIPE else f"{r['ap'] - mean:+.3f}",
              fmt(r["train_seconds"] / 60, 0)] for r in levers["rows"]]  # fmt: skip
@@ -363,12 +366,6 @@ def table_maskrcnn_levers(results: dict) -> str:
         "tab:maskrcnn_levers",
         wide=True,
     )
-
-
-def recipe_mean(levers: dict) -> float:
-    """The lever study's recipe AP, averaged over its seeds."""
-    aps = [r["ap"] for r in levers["rows"] if r["lever"] == MASKRCNN_RECIPE]
-    return sum(aps) / len(aps)
 
 
 def train_minutes(results: dict) -> dict[str, float]:

@@ -411,10 +411,26 @@ def maskrcnn_levers(
     }  # fmt: skip
 
 
+def maskrcnn_recipe_mean(levers: dict) -> float:
+    """The lever study's recipe val AP, averaged over its seeds."""
+    aps = [r["ap"] for r in levers["rows"] if r["lever"] == MASKRCNN_RECIPE]
+    return sum(aps) / len(aps)
+
+
 def format_maskrcnn_levers(levers: dict) -> str:
-    """The lever study as plain text: val mask AP per run, then the recipe's seed spread."""
+    """The lever study as plain text: val mask AP per run, each lever's change from the recipe's
+    mean, marked as an effect only where it exceeds the recipe's seed spread."""
+    mean, spread = maskrcnn_recipe_mean(levers), levers["spread"]
+    seeds = sum(r["lever"] == MASKRCNN_RECIPE for r in levers["rows"])
     lines = [f"Mask R-CNN, {levers['epochs']} epochs each, val mask AP / AP50 / AP75"]
-    lines += [f"  {r['lever']} (seed {r['seed']}): {r['ap']:.3f} / {r['ap50']:.3f} / "
-              f"{r['ap75']:.3f}" for r in levers["rows"]]  # fmt: skip
-    lines.append(f"  spread of the recipe over its seeds: {levers['spread']:.3f}")
+    for r in levers["rows"]:
+        line = f"  {r['lever']} (seed {r['seed']}): " + " / ".join(
+            f"{r[k]:.3f}" for k in ("ap", "ap50", "ap75")
+        )
+        if r["lever"] != MASKRCNN_RECIPE:
+            change = r["ap"] - mean
+            effect = "beyond the spread" if abs(change) > spread else "within the spread: no effect"
+            line += f"  change {change:+.3f} ({effect})"
+        lines.append(line)
+    lines.append(f"  recipe: mean {mean:.3f} over {seeds} seeds, spread {spread:.3f}")
     return "\n".join(lines)

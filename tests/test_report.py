@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from segkit.config import MODEL_TABLE, MaskRCNNConfig, model_label
+from segkit.notebook import per_class_table
 from segkit.report import TABLES, build_pdf, load_results, overfull_boxes, write_tables
 from segkit.report_numbers import numbers_macros
 from segkit.report_tables import (
@@ -671,3 +672,19 @@ def test_numbers_macros_has_one_function_per_section():
     assert len(set(names)) == len(names) and all(n.endswith("_macros") for n in names)
     text = numbers_macros(_results())
     assert all(f"% {n}" in text for n in names)
+
+
+def test_per_class_table_lists_each_model_and_names_the_best_or_a_tie():
+    full = {"class_names": ["sky", "tree", "misc"], "models": {
+        "unet": {"test": {"ap": [0.9, 0.4, 0.0], "iou": [0.8, 0.3, None], "mean_ap": 0.433,
+                          "miou": 0.55}},
+        "baseconv": {"test": {"ap": [0.8, 0.5, 0.0], "iou": [0.7, 0.2, None], "mean_ap": 0.4,
+                              "miou": 0.45}}}}  # fmt: skip
+    lines = per_class_table(full, ["baseconv", "unet"], "ap", "test").splitlines()
+    assert lines[0] == "full run, test split, per-class AP"
+    assert lines[2].split() == ["sky", "0.800", "0.900", "unet"]
+    assert lines[3].split() == ["tree", "0.500", "0.400", "baseconv"]
+    assert lines[4].split() == ["misc", "0.000", "0.000", "tie"]
+    assert lines[5].split() == ["mean", "0.400", "0.433"]
+    iou = per_class_table(full, ["baseconv", "unet"], "iou", "test").splitlines()
+    assert iou[0].endswith("per-class IoU") and iou[4].split() == ["misc", "--", "--", "--"]

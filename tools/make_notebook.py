@@ -297,6 +297,9 @@ segkit.plot_history(runs["unet"]["history"], f"UNet ({MODE} run)")"""),
 test_ids = [k * len(test_set) // 5 for k in range(5)]  # the report's five test images
 segkit.show_test_predictions(f"{RUNS}/baseconv", test_set, test_ids, device, label=f"BaseConv, {MODE} run, test")"""),
     code("""segkit.show_test_predictions(f"{RUNS}/unet", test_set, test_ids, device, label=f"UNet, {MODE} run, test")"""),
+    md("""Per class, the full runs on test (the report's per-class tables):"""),
+    code("""print(segkit.per_class_table(FULL, ["baseconv", "unet"], "ap", "test"))
+print(segkit.per_class_table(FULL, ["baseconv", "unet"], "iou", "test"))"""),
     md("""## Q7. Pretrained encoders
 
 `ResnetBasedModel` (`resnet18`) and `ResnetUNetModel` (`resnet18_unet`) put a torchvision ResNet-18
@@ -323,6 +326,7 @@ segkit.plot_confusion_matrix(m["confusion"], segkit.CLASSES, ap=m["ap"], iou=m["
 Every model on all test images, beside the report's test numbers."""),
     code("""tests = {name: segkit.evaluate_run(f"{RUNS}/{name}", "test", str(device)) for name in runs}
 print(segkit.compare_runs(tests, FULL, "test", MODE))"""),
+    code("""print(segkit.per_class_table(FULL, ["unet", "resnet18", "resnet18_unet", "effnet_unet"], "ap", "test"))"""),
     md("""## Bonus: instance segmentation on Penn-Fudan (Deep Watershed Transform)
 
 A two-head UNet predicts a pedestrian mask (1 logit) and a quantised distance-to-boundary energy
@@ -369,9 +373,12 @@ print(f"full run, 95% bootstrap intervals of Mask R-CNN over the {fm['test']['nu
 display(Image(f"{RUNS}/{MCFG.name}/loss_curve.png"))
 print(f"{MODE} run: test images, ground truth / Mask R-CNN instances (matched colours)")
 display(Image(f"{RUNS}/{MCFG.name}/instances_test.png"))"""),
-    md("""Neither method reaches mask AP 0.60 on test. The full run's Mask R-CNN on val, one lever at a
-time without retraining (epochs, mask and score thresholds, inference resolution):"""),
+    md("""Where the full run's Mask R-CNN gains or loses AP, on val (the report's ablation): first what a
+finished run can vary without retraining (epochs, mask and score thresholds, inference resolution),
+then the levers that need retraining (`segkit instance levers`: each changed alone in short runs,
+the recipe at two seeds for the spread a change must exceed to count)."""),
     code("""segkit.plot_maskrcnn_ablation(FULL["maskrcnn_ablation"])"""),
+    code("""print(segkit.format_maskrcnn_levers(FULL["maskrcnn_levers"]))"""),
     md("""The report (`report/main.pdf`) discusses every question with the full runs; `segkit reproduce`
 retrains them all (`segkit reproduce --quick` the quick ones this notebook loads)."""),
 ]
