@@ -10,7 +10,7 @@ from .config import model_label as _config_label
 from .losses import default_level_weights
 from .report_tables import INSTANCE_METHODS, fmt, instance_body, tex_escape
 from .sources import load_checksums
-from .study import MASKRCNN_RECIPE, maskrcnn_recipe_mean
+from .study import MASKRCNN_LEVERS, MASKRCNN_RECIPE, maskrcnn_recipe_mean
 
 # the macro prefix of each instance method (results.json key -> prefix)
 INSTANCE_PREFIXES = {"instance": "Inst", "instance_maskrcnn": "Mrcnn"}
@@ -218,4 +218,12 @@ def levers_macros(levers: dict | None) -> dict[str, str]:
         "LevRunMinutes": fmt(levers["train_seconds"] / 60 / len(levers["rows"]), 0),
         "LevBestAP": fmt(best["ap"]), "LevBestRun": tex_escape(best["lever"]),
         "LevVerdict": "; ".join(verdict),
-    }  # fmt: skip
+    } | _schedule_note(changed, mean, spread)  # fmt: skip
+
+
+def _schedule_note(changed: list[dict], mean: float, spread: float) -> dict[str, str]:
+    """``\\LevScheduleHelps`` (a flag) when a constant learning rate beat the recipe's
+    warm-up + cosine schedule by more than the seed spread."""
+    constant = [label for label, change in MASKRCNN_LEVERS.items() if change.get("scheduler")]
+    gain = [r["ap"] - mean for r in changed if r["lever"] in constant]
+    return {"LevScheduleHelps": ""} if gain and max(gain) > spread else {}

@@ -364,6 +364,8 @@ def comparison_macros(results: dict) -> Macros:
         gains = _class_gains(_per_class(results, "unet"), _per_class(results, "baseconv"), names)
         out["UNetBeatsBaseConvCount"] = str(sum(g > 0 for g, _ in gains))
         out["UNetGainClasses"] = _join([n for g, n in gains[:2] if g > 0] or ["none"])
+        iou = [(_per_class(results, k, key="iou")) for k in ("unet", "baseconv")]
+        out["UNetBeatsBaseConvIoUCount"] = str(sum(g > 0 for g, _ in _class_gains(*iou, names)))
     scratch = [k for k, r in models.items() if encoder_init(r) == "scratch"]
     if "effnet_unet" in models and scratch and names:
         best_scratch = [
