@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 
+from .config import field_defaults
 from .config import model_label as _config_label
 from .losses import default_level_weights
+from .metrics.mask_ap import CI_LEVEL
 from .report_tables import INSTANCE_METHODS, fmt, instance_body, tex_escape
 from .sources import load_checksums
 from .study import MASKRCNN_LEVERS, MASKRCNN_RECIPE, maskrcnn_recipe_mean
@@ -79,7 +81,8 @@ def instance_macros(results: dict) -> dict[str, str]:
             out[f"{p}InferenceMs"] = fmt(inst["inference_ms"], 0)
         for field, value in (inst.get("postprocess") or {}).items():  # chosen on val
             out[f"{p}{_camel(field)}"] = f"{value:g}" if isinstance(value, float) else str(value)
-        cfg = inst.get("config") or {}
+        saved = inst.get("config") or {}
+        cfg = {**field_defaults(saved), **saved} if saved else {}  # a later field: its default
         val, test = inst["val"].get("num_images"), inst["test"].get("num_images")
         total = pennfudan_size()
         if val is not None and test is not None and total > val + test:
@@ -101,7 +104,7 @@ def instance_macros(results: dict) -> dict[str, str]:
             out[f"{p}RefAP"] = fmt(ref["mask_ap"])
             out[f"{p}RefModel"] = tex_escape(ref.get("model", ""))
     out |= {"TargetAP": fmt(TARGET_AP, 2), "TargetAPfifty": fmt(TARGET_AP50, 2),
-            "StrictIoU": fmt(STRICT_IOU, 2)}  # fmt: skip
+            "StrictIoU": fmt(STRICT_IOU, 2), "LooseIoU": fmt(LOOSE_IOU, 2)}  # fmt: skip
     tests = [results[k]["test"]["ap"] for k, _ in INSTANCE_METHODS if results.get(k)]
     if tests and max(tests) < TARGET_AP:
         out["TargetMissed"] = ""  # a flag: no method reaches the target mask AP on test
@@ -118,7 +121,9 @@ CONFIG_FIELDS = ("short_side", "max_size", "fpn_channels", "frozen_stages", "lr"
                  "rois_per_image", "warmup_steps", "anchor_size")  # fmt: skip
 EPOCH_GAIN = 0.01  # val AP gained over the second half of training that reads as "still rising"
 METRIC_WORDS = {"ap": "mask AP", "ap50": "AP50", "ap75": "AP75"}
+METRIC_MACROS = {"ap": "AP", "ap50": "APfifty", "ap75": "APseventyfive"}  # as in \\MrcnnTestAPfifty
 TARGET_AP, TARGET_AP50 = 0.60, 0.90  # the bonus's quality targets for the better method (test)
+LOOSE_IOU = 0.50  # the loosest COCO threshold (AP50)
 STRICT_IOU = 0.90  # the strict overlap the prose quotes (ap_per_threshold[8], APninety)
 
 
@@ -138,12 +143,16 @@ def comparison_macros(results: dict) -> dict[str, str]:
                                                    "instance_maskrcnn"))  # fmt: skip
     if not comp or not inst or not mrcnn:
         return {}
-    out: dict[str, str] = {"CompareResamples": str(comp["resamples"])}
+    level = (comp.get("paired") or {}).get("level", CI_LEVEL)  # older files: the default
+    out: dict[str, str] = {"CompareResamples": str(comp["resamples"]),
+                           "CompareLevel": fmt(100 * level, 0)}  # fmt: skip
     ci = comp["ci"].get("b")  # Mask R-CNN's (the watershed run is "a")
     if ci:
         parts = []
         for key, word in METRIC_WORDS.items():
-            out[f"MrcnnCi{_camel(key)}"] = _interval(ci[key])
+            out[f"MrcnnCi{METRIC_MACROS[key]}"] = _interval(ci[key])
+            if comp["ci"].get("a"):
+                out[f"InstCi{METRIC_MACROS[key]}"] = _interval(comp["ci"]["a"][key])
             other = inst["test"][key]
             where = ("inside" if ci[key][0] <= other <= ci[key][1]
                      else "below" if other < ci[key][0] else "above")  # fmt: skip
@@ -162,7 +171,33 @@ def comparison_macros(results: dict) -> dict[str, str]:
         out["PairedDiff"] = fmt(paired["diff"])
         out["PairedDiffCi"] = _interval(paired["diff_ci"])
         out["PairedBetterShare"] = fmt(100 * paired["b_better"], 0)
+        lo, hi = paired["diff_ci"]
+        out["PairedVerdict"] = (
+            "Mask R-CNN is ahead on mask AP" if lo > 0
+            else "the watershed model is ahead on mask AP" if hi < 0
+            else "the interval contains zero: these images cannot tell the two apart on mask AP"
+        )  # fmt: skip
+    if comp["ci"].get("a") and ci:
+        out["CompareClearest"] = _clearest(comp["ci"]["a"], ci, inst["test"], mrcnn["test"])
+    val = {k: results[k]["val"]["ap"] for k in ("instance", "instance_maskrcnn")}
+    test = {k: results[k]["test"]["ap"] for k in ("instance", "instance_maskrcnn")}
+    if max(val, key=val.get) != max(test, key=test.get):
+        out["ValOrderReversed"] = ""  # a flag: val ranks the two methods the other way round
     return out
+
+
+def _clearest(ci_a: dict, ci_b: dict, a: dict, b: dict) -> str:
+    """Where the two methods' intervals (``a``: the watershed, ``b``: Mask R-CNN) are furthest
+    apart, in words: the metric, the leader and how far the intervals overlap (or do not)."""
+
+    def gap(k: str) -> float:  # > 0: disjoint by that much; < 0: overlap of that size
+        return max(ci_a[k][0] - ci_b[k][1], ci_b[k][0] - ci_a[k][1])
+
+    key = max(METRIC_WORDS, key=gap)
+    leader = "Mask R-CNN" if b[key] > a[key] else "the watershed model"
+    g = gap(key)
+    how = f"do not overlap (a gap of {fmt(g)})" if g > 0 else f"overlap by only {fmt(-g)}"
+    return f"{leader}'s lead is clearest on {METRIC_WORDS[key]}, where the two intervals {how}"
 
 
 def ablation_macros(ablation: dict | None) -> dict[str, str]:
@@ -176,8 +211,7 @@ def ablation_macros(ablation: dict | None) -> dict[str, str]:
     out = {"AblHalfEpoch": str(half["epoch"]), "AblHalfAP": fmt(half["val_ap"]),
            "AblLastEpoch": str(epochs[-1]["epoch"]), "AblLastAP": fmt(epochs[-1]["val_ap"]),
            "AblBestAP": fmt(max(e["val_ap"] for e in epochs)), "AblEpochGain": fmt(gain),
-           "AblEpochVerdict": "still rising, slowly" if gain > EPOCH_GAIN
-                              and epochs[-1]["val_ap"] >= max(e["val_ap"] for e in epochs)
+           "AblEpochVerdict": "still rising over the second half of training" if gain > EPOCH_GAIN
                               else "levelling off"}  # fmt: skip
     for key in ("mask_threshold", "score_threshold", "inference_short_side"):
         aps = [r["ap"] for r in ablation[key]]
@@ -194,22 +228,30 @@ def ablation_macros(ablation: dict | None) -> dict[str, str]:
 
 def levers_macros(levers: dict | None) -> dict[str, str]:
     """The Mask R-CNN lever study (``segkit instance levers``) on val: the recipe's mean AP and
-    seed spread, the best run, and in words which levers moved AP by more than that spread (an
-    effect) and which did not (no effect at this budget)."""
+    seed spread, the best run, and in words which levers moved AP by more than that spread (by
+    more than twice it, or just beyond it: weak evidence) and which did not (not told apart from
+    seed noise)."""
     if not levers:
         return {}
     mean, spread = maskrcnn_recipe_mean(levers), levers["spread"]
     changed = [r for r in levers["rows"] if r["lever"] != MASKRCNN_RECIPE]
     recipe = [r for r in levers["rows"] if r["lever"] == MASKRCNN_RECIPE]
-    effects = [
-        f"{r['lever']} {'raised' if r['ap'] > mean else 'lowered'} it by {fmt(abs(r['ap'] - mean))}"
-        for r in changed
-        if abs(r["ap"] - mean) > spread
-    ]
+    effects = []
+    for r in changed:
+        d = r["ap"] - mean
+        if abs(d) > spread:
+            how = (
+                "more than twice that spread"
+                if abs(d) > 2 * spread
+                else f"just beyond the spread, weak evidence with {len(recipe)} seeds"
+            )
+            effects.append(f"{r['lever']} {'raised' if d > 0 else 'lowered'} it by "
+                           f"{fmt(abs(d))} ({how})")  # fmt: skip
     quiet = [r["lever"] for r in changed if abs(r["ap"] - mean) <= spread]
     verdict = [_words(effects)] if effects else []
     if quiet:
-        verdict.append(f"{_words(quiet)} moved it by no more than that spread, which is no effect")
+        verdict.append(f"{_words(quiet)} moved it by no more than the spread, which these runs "
+                       "cannot tell from seed noise")  # fmt: skip
     best = max(levers["rows"], key=lambda r: r["ap"])
     return {
         "LevEpochs": str(levers["epochs"]), "LevRuns": str(len(levers["rows"])),

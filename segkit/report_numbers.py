@@ -166,7 +166,7 @@ def model_macros(results: dict) -> Macros:
         text = f"{best} of {epochs}" if best is not None else "--"
         if still_improving(r):
             out[f"{name}StillImproving"] = ""
-            text += " (its last: still improving)"
+            text += " (its last, so longer training might still help)"
         out[f"{name}BestEpochText"] = text
     return out
 

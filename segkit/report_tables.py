@@ -189,6 +189,7 @@ def table_per_class(results: dict, metric: str = "ap", split: str = "test") -> s
         "prediction).",
         f"tab:per_class_{metric}_{split}",
         wide=True,
+        size="footnotesize",
         colsep_pt=3.5,
     )
 
@@ -362,7 +363,7 @@ def table_maskrcnn_levers(results: dict) -> str:
         f"{levers['epochs']} epoch{'s' * (levers['epochs'] != 1)} per run, val split (mask "
         "AP@[.5:.95]). Change: AP minus the "
         f"recipe's mean over its seeds ({fmt(mean)}); their spread, {fmt(levers['spread'])}, is "
-        "the size a change must exceed to be an effect. Min: training minutes.",
+        "the size a change must exceed to be told from seed noise. Min: training minutes.",
         "tab:maskrcnn_levers",
         wide=True,
     )

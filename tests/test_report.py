@@ -587,8 +587,17 @@ def test_training_minutes_say_what_they_cover():
     models = sum(r["train_seconds"] for r in res["models"].values()) / 60
     assert macros["TrainMinutesModels"] == _f(models, 0)
     parts = {"TrainMinutesModels": models}
-    if res.get("instance"):
-        parts["TrainMinutesInstance"] = res["instance"]["train_seconds"] / 60
+    methods = [res[k] for k, _ in INSTANCE_METHODS if res.get(k)]  # watershed and Mask R-CNN
+    if methods:
+        parts["TrainMinutesInstance"] = sum(r["train_seconds"] for r in methods) / 60
+    sweep = res.get("augment_sweep")
+    if sweep:  # each run once: the centre point's seed 0 is in both factors and the seeds
+        runs = {(r["crop_min"], r["flip_p"], r["seed"]): r["train_seconds"]
+                for f in ("flip", "crop", "seeds") for r in sweep[f]}  # fmt: skip
+        parts["TrainMinutesSweep"] = sum(runs.values()) / 60
+    if res.get("maskrcnn_levers"):
+        rows = res["maskrcnn_levers"]["rows"]
+        parts["TrainMinutesMrcnnLevers"] = sum(r["train_seconds"] for r in rows) / 60
     if res.get("augmentation"):
         parts["TrainMinutesAug"] = sum(r["train_seconds"] for r in res["augmentation"]) / 60
     if res.get("levers"):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # (10,) float64, pycocotools' iouThrs
+CI_LEVEL = 0.95  # the central share of the bootstrap distribution an interval covers
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # (101,) float64, pycocotools' recThrs
 MAX_DETS = 100
 
@@ -250,7 +251,7 @@ class InstanceEvaluator:
 
 
 def bootstrap_ci(
-    ev: InstanceEvaluator, resamples: int = 2000, level: float = 0.95, seed: int = 0
+    ev: InstanceEvaluator, resamples: int = 2000, level: float = CI_LEVEL, seed: int = 0
 ) -> dict[str, list[float]]:
     """Percentile bootstrap intervals of ``ap``, ``ap50`` and ``ap75`` over the images: how
     much the numbers would move on another draw of as many images. Each ``[low, high]``."""
@@ -268,7 +269,7 @@ def paired_bootstrap(
     a: InstanceEvaluator,
     b: InstanceEvaluator,
     resamples: int = 2000,
-    level: float = 0.95,
+    level: float = CI_LEVEL,
     seed: int = 0,
 ) -> dict[str, float | list[float] | int]:
     """How sure is "b is better than a" on these images? Percentile bootstrap over images:
