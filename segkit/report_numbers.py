@@ -409,6 +409,10 @@ def _reused_text(runs: list[str]) -> str:
     return _join([_plural(n, "run") + (f" of {s}" if s else "") for s, n in counts.items()])
 
 
+# `segkit reproduce` steps in the report's words (others print as their name)
+STEP_WORDS = {"instance": "watershed", "maskrcnn": "Mask R-CNN"}
+
+
 def reproduce_macros(results: dict) -> Macros:
     """The reproduction paragraph: wall time, calls, runs reused from before it began."""
     out: Macros = {}
@@ -419,6 +423,14 @@ def reproduce_macros(results: dict) -> Macros:
     reused = results.get("reproduce_reused_runs") or []
     if reused:  # finished before the reproduction began: not in its wall time
         out["ReproduceReused"] = _reused_text(reused)
+    updates = results.get("partial_updates") or []
+    if updates:  # `segkit reproduce --only STEP` calls after it: their steps, dates and minutes
+        steps = distinct(step for u in updates for step in u["steps"])
+        dates = sorted(distinct(u["date"] for u in updates))
+        out["UpdatedSteps"] = _join([STEP_WORDS.get(step, tex_escape(step)) for step in steps])
+        out["UpdatedDates"] = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+        out["UpdatedMinutes"] = fmt(sum(u["minutes"] for u in updates), 0)
+        out["UpdatedCalls"] = str(len(updates))
     return out
 
 
