@@ -18,6 +18,7 @@ from collections.abc import Callable
 from .config import PROTOCOL_EPOCHS, field_defaults
 from .config import model_label as _config_label
 from .report_bonus import instance_macros
+from .report_intro import reproduce_macros, setup_macros, training_time_macros
 from .report_q1 import augmentation_macros, sweep_macros
 from .report_tables import (
     MODEL_LABELS,
@@ -26,23 +27,14 @@ from .report_tables import (
     distinct,
     encoder_init,
     fmt,
-    run_cores_threads,
-    run_hardware,
+    join_words,
     tex_escape,
-    train_minutes,
 )
 
 Macros = dict[str, str]
 
 MACRO_NAMES = {"baseline": "Baseline", "baseconv": "BaseConv", "unet": "UNet", "resnet18": "ResNet",
                "resnet18_unet": "ResNetUNet", "effnet_unet": "EffNet"}  # fmt: skip
-# run-folder prefixes of the studies, to name reused runs by study rather than by folder
-STUDY_OF_RUN = {
-    "lever_": "the lever study",
-    "aug_": "the augmentation study",
-    "sweep_": "the augmentation sweep",
-    "seed": "the seed study",
-}
 SAME_COST = 0.15  # per-epoch costs within 15% of each other read as "about as much as"
 
 
@@ -54,21 +46,9 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
-def _join(items: list[str]) -> str:
-    """'a', 'a and b', 'a, b and c'; items that hold a comma are separated by semicolons."""
-    if len(items) == 1:
-        return items[0]
-    sep = "; " if any("," in i for i in items) else ", "
-    return sep.join(items[:-1]) + " and " + items[-1]
-
-
 def _macro_word(s: str) -> str:
     """A class name as part of a macro name (letters only, capitalised)."""
     return re.sub(r"[^A-Za-z]", "", s).capitalize()
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _count(n: int) -> str:
@@ -119,21 +99,6 @@ def still_improving(entry: dict) -> bool:
 
 
 # ------------------------------------------------------------------------------ sections
-def setup_macros(results: dict) -> Macros:
-    """Title page and introduction: date, hardware, classes."""
-    cores, threads = run_cores_threads(results)
-    word = "thread" if threads == "1" else "threads"
-    said = " or ".join(threads.split("/"))  # "1/2" -> "1 or 2"
-    return {
-        "Hardware": tex_escape(run_hardware(results)),
-        "RunCores": cores,
-        "RunThreads": threads,
-        "RunThreadsText": f"{said} torch {word}",
-        "RunDate": results.get("date", "?"),
-        "NumClasses": str(len(results.get("class_names") or [])),
-    }
-
-
 def model_macros(results: dict) -> Macros:
     """Q2, Q6, Q7: each model's numbers (``\\UNetValAP``), epochs, minutes and best epoch."""
     out: Macros = {}
@@ -179,7 +144,7 @@ def baseline_macros(results: dict) -> Macros:
         return {}
     predicted = [n for j, n in enumerate(names) if any(row[j] for row in conf)]
     return {
-        "BaselinePredicted": _join(predicted or ["none"]),
+        "BaselinePredicted": join_words(predicted or ["none"]),
         "BaselinePredictedCount": _count(len(predicted)),
     }
 
@@ -285,18 +250,18 @@ def lever_macros(results: dict) -> Macros:
 
 def budget_macros(results: dict) -> Macros:
     """Q6, Q7 and the reproduction: how long each run trained and whether it had stopped
-    improving; the ResNets' per-epoch cost and share of the budget; training minutes by group."""
+    improving; the ResNets' per-epoch cost and share of the budget."""
     models = {k: r for k, r in results.get("models", {}).items() if r}
     out: Macros = {}
     improving = [_label(k) for k, r in models.items() if still_improving(r)]
     if improving:
         n = len(improving)
         which = "all" if n == len(models) else f"{_count(n)} of the {_count(len(models))}"
-        out["StillImprovingModels"] = _join(improving)
+        out["StillImprovingModels"] = join_words(improving)
         out["StillImprovingSentence"] = (
-            f"For {which} models ({_join(improving)}) the best val epoch was the last one run. "
-            "Under a cosine schedule that ends near a learning rate of zero this is common, so "
-            "it says only that longer training might still help, not by how much."
+            f"For {which} models ({join_words(improving)}) the best val epoch was the last one "
+            "run. Under a cosine schedule that ends near a learning rate of zero this is common, "
+            "so it says only that longer training might still help, not by how much."
         )
     else:
         out["StillImprovingSentence"] = (
@@ -327,32 +292,8 @@ def budget_macros(results: dict) -> Macros:
     minutes = sorted((r.get("train_seconds") or 0, k) for k, r in models.items())
     if len(resnets) == 2 and {k for _, k in minutes[:2]} == {"resnet18", "resnet18_unet"}:
         out["ResNetsSmallestShare"] = ""
-    parts = train_minutes(results)
-    said = []
-    for group, (word, what) in TRAIN_GROUPS.items():
-        if group in parts:
-            out[f"TrainMinutes{word}"] = fmt(parts[group], 0)
-            said.append(f"{fmt(parts[group], 0)} for {what.format(n=len(models))}")
-    if said:
-        said[0] = said[0].replace(" for ", " minutes for ", 1)
-        out["TrainMinutesList"] = (
-            said[0] if len(said) == 1 else (", ".join(said[:-1]) + " and " + said[-1])
-        )
-    out["TrainMinutesAll"] = fmt(sum(parts.values()), 0)
     out["NumModels"] = str(len(models))
     return out
-
-
-# each group of training runs (report_tables.train_minutes): its macro word and its words in prose
-TRAIN_GROUPS = {
-    "models": ("Models", "the {n} semantic models of Q6 and Q7"),
-    "instance": ("Instance", "the instance segmentation of the bonus"),
-    "augmentation": ("Aug", "the augmentation study of Q1"),
-    "sweep": ("Sweep", "the augmentation sweep of Q1"),
-    "levers": ("Levers", "the lever study of the semantic recipe"),
-    "maskrcnn_levers": ("MrcnnLevers", "the Mask R-CNN lever study"),
-    "seeds": ("Seeds", "the seed study"),
-}
 
 
 def comparison_macros(results: dict) -> Macros:
@@ -363,7 +304,7 @@ def comparison_macros(results: dict) -> Macros:
     if "unet" in models and "baseconv" in models and names:
         gains = _class_gains(_per_class(results, "unet"), _per_class(results, "baseconv"), names)
         out["UNetBeatsBaseConvCount"] = str(sum(g > 0 for g, _ in gains))
-        out["UNetGainClasses"] = _join([n for g, n in gains[:2] if g > 0] or ["none"])
+        out["UNetGainClasses"] = join_words([n for g, n in gains[:2] if g > 0] or ["none"])
         iou = [(_per_class(results, k, key="iou")) for k in ("unet", "baseconv")]
         out["UNetBeatsBaseConvIoUCount"] = str(sum(g > 0 for g, _ in _class_gains(*iou, names)))
     scratch = [k for k, r in models.items() if encoder_init(r) == "scratch"]
@@ -373,7 +314,7 @@ def comparison_macros(results: dict) -> Macros:
             for col in zip(*(_per_class(results, k) for k in scratch), strict=False)
         ]
         gains = _class_gains(_per_class(results, "effnet_unet"), best_scratch, names)
-        out["EffNetGainClasses"] = _join([n for g, n in gains[:4] if g > 0] or ["none"])
+        out["EffNetGainClasses"] = join_words([n for g, n in gains[:4] if g > 0] or ["none"])
     if models and names:
         best = [
             max((v for v in col if v is not None), default=None)
@@ -383,7 +324,7 @@ def comparison_macros(results: dict) -> Macros:
         shown = [
             f"{n} ({'best test AP ' if i == 0 else ''}{fmt(b)})" for i, (b, n) in enumerate(hard)
         ]
-        out["HardClasses"] = _join(shown)
+        out["HardClasses"] = join_words(shown)
     best_of = {}
     for split in ("val", "test"):
         ranked = [(r[split]["mean_ap"], k) for k, r in models.items() if r.get(split)]
@@ -400,45 +341,11 @@ def comparison_macros(results: dict) -> Macros:
     return out
 
 
-def _reused_text(runs: list[str]) -> str:
-    """Reused run folders named by the study they belong to: "3 runs of the lever study"."""
-    counts: dict[str, int] = {}
-    for name in runs:
-        study = next((s for pre, s in STUDY_OF_RUN.items() if name.startswith(pre)), "")
-        counts[study] = counts.get(study, 0) + 1
-    return _join([_plural(n, "run") + (f" of {s}" if s else "") for s, n in counts.items()])
-
-
-# `segkit reproduce` steps in the report's words (others print as their name)
-STEP_WORDS = {"instance": "watershed", "maskrcnn": "Mask R-CNN"}
-
-
-def reproduce_macros(results: dict) -> Macros:
-    """The reproduction paragraph: wall time, calls, runs reused from before it began."""
-    out: Macros = {}
-    if results.get("reproduce_wall_minutes") is not None:
-        out["ReproduceWallMinutes"] = fmt(results["reproduce_wall_minutes"], 0)
-    if len(results.get("reproduce_calls") or []) > 1:  # resumed: the number of calls it took
-        out["ReproduceCalls"] = str(len(results["reproduce_calls"]))
-    reused = results.get("reproduce_reused_runs") or []
-    if reused:  # finished before the reproduction began: not in its wall time
-        out["ReproduceReused"] = _reused_text(reused)
-    updates = results.get("partial_updates") or []
-    if updates:  # `segkit reproduce --only STEP` calls after it: their steps, dates and minutes
-        steps = distinct(step for u in updates for step in u["steps"])
-        dates = sorted(distinct(u["date"] for u in updates))
-        out["UpdatedSteps"] = _join([STEP_WORDS.get(step, tex_escape(step)) for step in steps])
-        out["UpdatedDates"] = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
-        out["UpdatedMinutes"] = fmt(sum(u["minutes"] for u in updates), 0)
-        out["UpdatedCalls"] = str(len(updates))
-    return out
-
-
 # the parts of the report, in order: numbers.tex holds one block of macros per part
 SECTIONS: tuple[Callable[[dict], Macros], ...] = (
     setup_macros, model_macros, baseline_macros, augmentation_macros, sweep_macros, seed_macros,
-    loss_macros, recipe_macros, lever_macros, budget_macros, comparison_macros, instance_macros,
-    reproduce_macros,
+    loss_macros, recipe_macros, lever_macros, budget_macros, training_time_macros,
+    comparison_macros, instance_macros, reproduce_macros,
 )  # fmt: skip
 
 

@@ -415,6 +415,19 @@ def run_cores_threads(results: dict) -> tuple[str, str]:
     return cores, threads
 
 
+def join_words(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'; items that hold a comma are separated by semicolons."""
+    if len(items) == 1:
+        return items[0]
+    sep = "; " if any("," in i for i in items) else ", "
+    return sep.join(items[:-1]) + " and " + items[-1]
+
+
+def plural(n: int, word: str) -> str:
+    """``n`` and ``word``, plural unless n is 1: "3 runs"."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def distinct(values) -> list:
     out = []
     for v in values:

@@ -429,7 +429,8 @@ def format_maskrcnn_levers(levers: dict) -> str:
         )
         if r["lever"] != MASKRCNN_RECIPE:
             change = r["ap"] - mean
-            effect = "beyond the spread" if abs(change) > spread else "within the spread: no effect"
+            beyond = abs(change) > spread
+            effect = "beyond the spread" if beyond else "within the spread: seed noise"
             line += f"  change {change:+.3f} ({effect})"
         lines.append(line)
     lines.append(f"  recipe: mean {mean:.3f} over {seeds} seeds, spread {spread:.3f}")

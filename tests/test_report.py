@@ -697,3 +697,37 @@ def test_per_class_table_lists_each_model_and_names_the_best_or_a_tie():
     assert lines[5].split() == ["mean", "0.400", "0.433"]
     iou = per_class_table(full, ["baseconv", "unet"], "iou", "test").splitlines()
     assert iou[0].endswith("per-class IoU") and iou[4].split() == ["misc", "--", "--", "--"]
+
+
+def test_paired_verdict_and_clearest_metric_follow_the_intervals():
+    res = _results()
+    if not res.get("instance"):
+        pytest.skip("no instance run")
+    full = _all_optional_fields(res)
+    full["instance_comparison"]["ci"]["a"] = {
+        "ap": [0.40, 0.55], "ap50": [0.70, 0.85], "ap75": [0.45, 0.70]}  # fmt: skip
+    full["instance_comparison"]["paired"] = {"diff": 0.01, "diff_ci": [-0.05, 0.07],
+                                             "b_better": 0.6, "level": 0.9}  # fmt: skip
+    m = _macros(numbers_macros(full))
+    assert m["PairedVerdict"].startswith("the interval contains zero")
+    assert m["CompareLevel"] == "90" and m["InstCiAPfifty"] == "[0.700, 0.850]"
+    # Mask R-CNN's AP50 interval [0.86, 0.97] starts 0.01 above the watershed's [0.70, 0.85]
+    leader = "Mask R-CNN" if full["instance_maskrcnn"]["test"]["ap50"] > res["instance"]["test"][
+        "ap50"] else "the watershed model"  # fmt: skip
+    assert m["CompareClearest"] == (
+        f"{leader}'s lead is clearest on AP50, where the two intervals do not overlap (a gap of "
+        "0.010)"
+    )
+    full["instance_comparison"]["paired"]["diff_ci"] = [0.01, 0.07]
+    assert _macros(numbers_macros(full))["PairedVerdict"] == "Mask R-CNN is ahead on mask AP"
+
+
+def test_later_partial_updates_are_stated_with_dates_and_minutes():
+    res = copy.deepcopy(_results())
+    res["partial_updates"] = [
+        {"date": "2026-12-04", "steps": ["maskrcnn"], "minutes": 10.2, "hardware": "cpu"},
+        {"date": "2026-12-05", "steps": ["instance", "maskrcnn"], "minutes": 5.0, "hardware": "x"},
+    ]
+    m = _macros(numbers_macros(res))
+    assert m["UpdatedSteps"] == "Mask R-CNN and watershed" and m["UpdatedCalls"] == "2"
+    assert m["UpdatedDates"] == "2026-12-04 to 2026-12-05" and m["UpdatedMinutes"] == "15"

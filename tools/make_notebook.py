@@ -58,8 +58,7 @@ lever study but not used by the recipes below."""
 SEARCH_DEPTH = 5  # folders below My Drive that the setup cell searches for the repository
 # The first code cell: it runs before segkit is importable, so it uses the standard library only
 # (and segkit's own safe extraction, read from an uploaded archive). No function is defined in it.
-SETUP_CELL = (
-    """# Find segkit, install it and work in its folder. In this order: (1) already importable;
+SETUP_CELL = """# Find segkit, install it and work in its folder. In this order: (1) already importable;
 # (2) on Google Drive (Colab): the folder holding mp4.ipynb and segkit's pyproject.toml, anywhere
 # under My Drive up to __DEPTH__ folders deep, or the folder SEGKIT_HOME names; (3) a zip or tar.gz of
 # the repository uploaded to /content; (4) SEGKIT_REPO, a git URL.
@@ -141,10 +140,9 @@ if spec is None:  # install it (with the notebook extra: widget progress bars), 
 os.chdir(HOME)
 import segkit  # noqa: E402
 
-print(f"segkit {segkit.__version__} from {Path(segkit.__file__).parent}; working in {HOME}")"""
-    .replace("__DEPTH__", str(SEARCH_DEPTH))
-    .replace("__REPO_URL__", REPO_URL or "")
-)
+print(f"segkit {segkit.__version__} from {Path(segkit.__file__).parent}; working in {HOME}")""".replace(
+    "__DEPTH__", str(SEARCH_DEPTH)
+).replace("__REPO_URL__", REPO_URL or "")
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 cells = [
     md(f"""# MP4: semantic and instance segmentation with segkit
@@ -249,13 +247,16 @@ for name, a, i in zip(segkit.CLASSES, ap, iou, strict=True):
     print(f"{name:12s}{a:7.3f}{i:7.3f}")
 print(f"{'mean':12s}{base.mean_ap:7.3f}{base.miou:7.3f}  (the baseline on val)")
 segkit.plot_confusion_matrix(conf, segkit.CLASSES, ap=ap, iou=iou)"""),
-    md("""## Q4. Weighted cross-entropy
+    md(
+        """## Q4. Weighted cross-entropy
 
 `cross_entropy_criterion` is written from log-softmax and a weighted gather; it equals
 `F.cross_entropy(weight=...)` in value and gradient (tested). The weights come from the class
 frequencies of the **full** training split (in both modes). Two policies: inverse frequency
 (rescaled to mean 1, then capped at 10) and its square root (capped, then mean 1), which is gentler
-on rare classes. """ + WEIGHTING_TEXT),
+on rare classes. """
+        + WEIGHTING_TEXT
+    ),
     code("""counts = segkit.label_counts(train_set)
 inverse, sqrt = segkit.weighting("inverse", counts), segkit.weighting("sqrt", counts)
 print(f"{'class':12s}{'pixels %':>9s}{'inverse':>9s}{'sqrt':>7s}")
@@ -268,13 +269,17 @@ ours = segkit.cross_entropy_criterion(logits, target, weights)
 ref = torch.nn.functional.cross_entropy(logits, target, weight=weights)
 print(f"the recipes' weights: {scheme}")
 print(f"cross_entropy_criterion {ours:.6f} = F.cross_entropy(weight=weights) {ref:.6f}")"""),
-    md("""## Q5. Training loop
+    md(
+        """## Q5. Training loop
 
 `train` runs the epochs with one progress bar, validates each epoch (loss, mean AP, mIoU), steps
 the scheduler, keeps the best-on-val checkpoint (written atomically), stops early, resumes exactly
 from a checkpoint and returns a history dict. `run_experiment` wires it to a `TrainConfig` and writes
 a run folder (checkpoint, history, results, figures); `reuse=True` loads a finished run with the same
-config instead of training it again. """ + EMA_TTA_TEXT + """ First model: BaseConv."""),
+config instead of training it again. """
+        + EMA_TTA_TEXT
+        + """ First model: BaseConv."""
+    ),
     code("""runs = {"baseconv": segkit.run_experiment(segkit.recipe("baseconv", **RUN), reuse=True, figures=False)}
 print(segkit.compare_runs(runs, FULL, "val", MODE))
 segkit.plot_history(runs["baseconv"]["history"], f"BaseConv ({MODE} run)")"""),
@@ -296,7 +301,9 @@ segkit.plot_history(runs["unet"]["history"], f"UNet ({MODE} run)")"""),
     code("""test_set = segkit.SegmentationDataset("test", progress=False)
 test_ids = [k * len(test_set) // 5 for k in range(5)]  # the report's five test images
 segkit.show_test_predictions(f"{RUNS}/baseconv", test_set, test_ids, device, label=f"BaseConv, {MODE} run, test")"""),
-    code("""segkit.show_test_predictions(f"{RUNS}/unet", test_set, test_ids, device, label=f"UNet, {MODE} run, test")"""),
+    code(
+        """segkit.show_test_predictions(f"{RUNS}/unet", test_set, test_ids, device, label=f"UNet, {MODE} run, test")"""
+    ),
     md("""Per class, the full runs on test (the report's per-class tables):"""),
     code("""print(segkit.per_class_table(FULL, ["baseconv", "unet"], "ap", "test"))
 print(segkit.per_class_table(FULL, ["baseconv", "unet"], "iou", "test"))"""),
@@ -315,10 +322,18 @@ in [0, 1]."""),
     runs[name] = segkit.run_experiment(segkit.protocol_recipe(name, **RUN), reuse=True, figures=False)
     print(f"{name}: starts from {segkit.weights_label(name, runs[name]['config']['weights'])}")
 print(segkit.compare_runs(runs, FULL, "val", MODE))"""),
-    code("""segkit.plot_history(runs["resnet18_unet"]["history"], f"ResNet-18 UNet ({MODE} run)")"""),
-    code("""segkit.plot_history(runs["effnet_unet"]["history"], f"EfficientNet-Lite0 UNet ({MODE} run)")"""),
-    code("""segkit.show_test_predictions(f"{RUNS}/effnet_unet", test_set, test_ids, device, label=f"EfficientNet-Lite0 UNet, {MODE} run, test")"""),
-    code("""segkit.show_test_predictions(f"{RUNS}/resnet18_unet", test_set, test_ids, device, label=f"ResNet-18 UNet, {MODE} run, test")"""),
+    code(
+        """segkit.plot_history(runs["resnet18_unet"]["history"], f"ResNet-18 UNet ({MODE} run)")"""
+    ),
+    code(
+        """segkit.plot_history(runs["effnet_unet"]["history"], f"EfficientNet-Lite0 UNet ({MODE} run)")"""
+    ),
+    code(
+        """segkit.show_test_predictions(f"{RUNS}/effnet_unet", test_set, test_ids, device, label=f"EfficientNet-Lite0 UNet, {MODE} run, test")"""
+    ),
+    code(
+        """segkit.show_test_predictions(f"{RUNS}/resnet18_unet", test_set, test_ids, device, label=f"ResNet-18 UNet, {MODE} run, test")"""
+    ),
     code("""m = runs["effnet_unet"]["metrics"]
 segkit.plot_confusion_matrix(m["confusion"], segkit.CLASSES, ap=m["ap"], iou=m["iou"])"""),
     md("""### Test split (touched once, after choosing every model on val)
@@ -326,7 +341,9 @@ segkit.plot_confusion_matrix(m["confusion"], segkit.CLASSES, ap=m["ap"], iou=m["
 Every model on all test images, beside the report's test numbers."""),
     code("""tests = {name: segkit.evaluate_run(f"{RUNS}/{name}", "test", str(device)) for name in runs}
 print(segkit.compare_runs(tests, FULL, "test", MODE))"""),
-    code("""print(segkit.per_class_table(FULL, ["unet", "resnet18", "resnet18_unet", "effnet_unet"], "ap", "test"))"""),
+    code(
+        """print(segkit.per_class_table(FULL, ["unet", "resnet18", "resnet18_unet", "effnet_unet"], "ap", "test"))"""
+    ),
     md("""## Bonus: instance segmentation on Penn-Fudan (Deep Watershed Transform)
 
 A two-head UNet predicts a pedestrian mask (1 logit) and a quantised distance-to-boundary energy

@@ -1,0 +1,105 @@
+"""The introduction's macros for ``generated/numbers.tex`` (:mod:`segkit.report_numbers`): the
+hardware and threads the runs recorded, the reproduction (wall time, calls, reused runs, later
+``--only`` updates) and the training minutes of each group of runs."""
+
+from __future__ import annotations
+
+from .report_tables import (
+    distinct,
+    fmt,
+    join_words,
+    plural,
+    run_cores_threads,
+    run_hardware,
+    tex_escape,
+    train_minutes,
+)
+
+Macros = dict[str, str]
+
+# run-folder prefixes of the studies, to name reused runs by study rather than by folder
+STUDY_OF_RUN = {
+    "lever_": "the lever study",
+    "aug_": "the augmentation study",
+    "sweep_": "the augmentation sweep",
+    "seed": "the seed study",
+}
+# `segkit reproduce` steps in the report's words (others print as their name)
+STEP_WORDS = {"instance": "watershed", "maskrcnn": "Mask R-CNN"}
+
+
+# each group of training runs (report_tables.train_minutes): its macro word and its words in prose
+TRAIN_GROUPS = {
+    "models": ("Models", "the {n} semantic models of Q6 and Q7"),
+    "instance": ("Instance", "the instance segmentation of the bonus"),
+    "augmentation": ("Aug", "the augmentation study of Q1"),
+    "sweep": ("Sweep", "the augmentation sweep of Q1"),
+    "levers": ("Levers", "the lever study of the semantic recipe"),
+    "maskrcnn_levers": ("MrcnnLevers", "the Mask R-CNN lever study"),
+    "seeds": ("Seeds", "the seed study"),
+}
+
+
+def setup_macros(results: dict) -> Macros:
+    """Title page and introduction: date, hardware, classes."""
+    cores, threads = run_cores_threads(results)
+    word = "thread" if threads == "1" else "threads"
+    said = " or ".join(threads.split("/"))  # "1/2" -> "1 or 2"
+    return {
+        "Hardware": tex_escape(run_hardware(results)),
+        "RunCores": cores,
+        "RunThreads": threads,
+        "RunThreadsText": f"{said} torch {word}",
+        "RunDate": results.get("date", "?"),
+        "NumClasses": str(len(results.get("class_names") or [])),
+    }
+
+
+def training_time_macros(results: dict) -> Macros:
+    """Training minutes summed over the runs of each group (:data:`TRAIN_GROUPS`), in a list
+    for the prose (``\\TrainMinutesList``), and their total."""
+    parts = train_minutes(results)
+    models = len([r for r in results.get("models", {}).values() if r])
+    out: Macros = {}
+    said = []
+    for group, (word, what) in TRAIN_GROUPS.items():
+        if group in parts:
+            out[f"TrainMinutes{word}"] = fmt(parts[group], 0)
+            said.append(f"{fmt(parts[group], 0)} for {what.format(n=models)}")
+    if said:
+        said[0] = said[0].replace(" for ", " minutes for ", 1)
+        out["TrainMinutesList"] = (
+            said[0] if len(said) == 1 else (", ".join(said[:-1]) + " and " + said[-1])
+        )
+    out["TrainMinutesAll"] = fmt(sum(parts.values()), 0)
+    return out
+
+
+def _reused_text(runs: list[str]) -> str:
+    """Reused run folders named by the study they belong to: "3 runs of the lever study"."""
+    counts: dict[str, int] = {}
+    for name in runs:
+        study = next((s for pre, s in STUDY_OF_RUN.items() if name.startswith(pre)), "")
+        counts[study] = counts.get(study, 0) + 1
+    return join_words([plural(n, "run") + (f" of {s}" if s else "") for s, n in counts.items()])
+
+
+def reproduce_macros(results: dict) -> Macros:
+    """The reproduction paragraph: wall time, calls, runs reused from before it began."""
+    out: Macros = {}
+    if results.get("reproduce_wall_minutes") is not None:
+        out["ReproduceWallMinutes"] = fmt(results["reproduce_wall_minutes"], 0)
+    if len(results.get("reproduce_calls") or []) > 1:  # resumed: the number of calls it took
+        out["ReproduceCalls"] = str(len(results["reproduce_calls"]))
+    reused = results.get("reproduce_reused_runs") or []
+    if reused:  # finished before the reproduction began: not in its wall time
+        out["ReproduceReused"] = _reused_text(reused)
+    updates = results.get("partial_updates") or []
+    if updates:  # `segkit reproduce --only STEP` calls after it: their steps, dates and minutes
+        steps = distinct(step for u in updates for step in u["steps"])
+        dates = sorted(distinct(u["date"] for u in updates))
+        out["UpdatedSteps"] = join_words([STEP_WORDS.get(step, tex_escape(step)) for step in steps])
+        out["UpdatedDates"] = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+        out["UpdatedMinutes"] = fmt(sum(u["minutes"] for u in updates), 0)
+        out["UpdatedCalls"] = str(len(updates))
+    return out
