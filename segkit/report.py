@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from . import viz
+from .report_intro import run_hardware, train_minutes
 from .report_numbers import numbers_macros
 from .report_tables import (
     INSTANCE_METHODS,
@@ -21,7 +22,6 @@ from .report_tables import (
     fmt,
     model_entries,
     model_label,
-    run_hardware,
     table_ablation,
     table_augment,
     table_baseline,
@@ -29,7 +29,6 @@ from .report_tables import (
     table_maskrcnn_levers,
     table_models,
     table_per_class,
-    train_minutes,
 )
 from .study import MASKRCNN_LEVERS_JSON, SWEEP_JSON
 

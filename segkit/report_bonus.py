@@ -10,7 +10,7 @@ from .config import field_defaults
 from .config import model_label as _config_label
 from .losses import default_level_weights
 from .metrics.mask_ap import CI_LEVEL
-from .report_tables import INSTANCE_METHODS, fmt, instance_body, tex_escape
+from .report_tables import INSTANCE_METHODS, fmt, instance_body, signed, tex_escape
 from .sources import load_checksums
 from .study import MASKRCNN_LEVERS, MASKRCNN_RECIPE, maskrcnn_recipe_mean
 
@@ -132,7 +132,7 @@ def _words(items: list[str]) -> str:
 
 
 def _interval(ci: list[float]) -> str:
-    return f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+    return f"[{signed(ci[0])}, {signed(ci[1])}]"
 
 
 def comparison_macros(results: dict) -> dict[str, str]:
@@ -168,14 +168,14 @@ def comparison_macros(results: dict) -> dict[str, str]:
         out["CompareVerdict"] = "; ".join(verdict)
     paired = comp.get("paired")
     if paired:
-        out["PairedDiff"] = fmt(paired["diff"])
+        out["PairedDiff"] = signed(paired["diff"])
         out["PairedDiffCi"] = _interval(paired["diff_ci"])
         out["PairedBetterShare"] = fmt(100 * paired["b_better"], 0)
         lo, hi = paired["diff_ci"]
         out["PairedVerdict"] = (
             "Mask R-CNN is ahead on mask AP" if lo > 0
             else "the watershed model is ahead on mask AP" if hi < 0
-            else "the interval contains zero: these images cannot tell the two apart on mask AP"
+            else "the interval contains zero, so these images cannot tell the two apart on mask AP"
         )  # fmt: skip
     if comp["ci"].get("a") and ci:
         out["CompareClearest"] = _clearest(comp["ci"]["a"], ci, inst["test"], mrcnn["test"])

@@ -1,19 +1,13 @@
 """The introduction's macros for ``generated/numbers.tex`` (:mod:`segkit.report_numbers`): the
 hardware and threads the runs recorded, the reproduction (wall time, calls, reused runs, later
-``--only`` updates) and the training minutes of each group of runs."""
+``--only`` updates) and the training minutes of each group of runs (:func:`train_minutes`, which
+the README's results line uses too)."""
 
 from __future__ import annotations
 
-from .report_tables import (
-    distinct,
-    fmt,
-    join_words,
-    plural,
-    run_cores_threads,
-    run_hardware,
-    tex_escape,
-    train_minutes,
-)
+import re
+
+from .report_tables import INSTANCE_METHODS, distinct, fmt, join_words, plural, tex_escape
 
 Macros = dict[str, str]
 
@@ -103,3 +97,49 @@ def reproduce_macros(results: dict) -> Macros:
         out["UpdatedMinutes"] = fmt(sum(u["minutes"] for u in updates), 0)
         out["UpdatedCalls"] = str(len(updates))
     return out
+
+
+def train_minutes(results: dict) -> dict[str, float]:
+    """Summed wall time (minutes) of each group of training runs that recorded it: ``models``
+    (the semantic models of the models table), ``instance`` (every instance method),
+    ``augmentation`` (Q1 study), ``sweep`` (Q1 sweep, each run once), ``levers`` (lever
+    study), ``maskrcnn_levers`` (the Mask R-CNN lever study), ``seeds`` (seed study)."""
+    seeds = results.get("seeds") or []
+    sweep = results.get("augment_sweep") or {}
+    sweep_runs = {(r["crop_min"], r["flip_p"], r["seed"]): r
+                  for f in ("flip", "crop", "seeds") for r in sweep.get(f, [])}  # fmt: skip
+    seed_runs = [
+        r for e in (seeds if isinstance(seeds, list) else [seeds]) for r in e.get("runs") or []
+    ]
+    groups = {
+        "models": list(results.get("models", {}).values()),
+        "instance": [results.get(key) or {} for key, _ in INSTANCE_METHODS],
+        "augmentation": results.get("augmentation") or [],
+        "sweep": list(sweep_runs.values()),
+        "levers": results.get("levers") or [],
+        "maskrcnn_levers": (results.get("maskrcnn_levers") or {}).get("rows") or [],
+        "seeds": seed_runs,
+    }
+    seconds = {k: sum(r.get("train_seconds") or 0 for r in runs) for k, runs in groups.items()}
+    return {k: s / 60 for k, s in seconds.items() if s}
+
+
+def run_hardware(results: dict) -> str:
+    """The distinct hardware lines recorded by the training runs.
+
+    The top-level ``results["hardware"]`` describes the process that ran ``segkit reproduce``,
+    not the runs (which may set their own thread count); it is used only when no run has one.
+    """
+    runs = list(results.get("models", {}).values())
+    runs += [results.get(key) or {} for key, _ in INSTANCE_METHODS]
+    used = sorted({r["hardware"] for r in runs if r and r.get("hardware")})
+    text = "; ".join(used) or results.get("hardware", "?")
+    return re.sub(r"\b1 (core|torch thread)s\b", r"1 \1", text)  # "1 torch thread", not "threads"
+
+
+def run_cores_threads(results: dict) -> tuple[str, str]:
+    """(cores, torch threads) of the training runs, read from their hardware lines ("?" if none)."""
+    found = re.findall(r"(\d+) cores?, (\d+) torch threads?", run_hardware(results))
+    cores = "/".join(distinct(c for c, _ in found)) or "?"
+    threads = "/".join(distinct(t for _, t in found)) or "?"
+    return cores, threads

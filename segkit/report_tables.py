@@ -4,7 +4,6 @@ instance); model names come from :data:`segkit.config.MODEL_TABLE`, never code i
 from __future__ import annotations
 
 import math
-import re
 
 from .config import DEFAULT_WEIGHTS, MODEL_TABLE, SEMANTIC_MODELS
 from .config import model_label as _config_label
@@ -40,6 +39,12 @@ def fmt(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "--"
     return f"{x:.{digits}f}"
+
+
+def signed(x: float, digits: int = 3, plus: bool = False) -> str:
+    """A number for LaTeX text with a true minus sign ($-$0.050), ``plus``: $+$ when positive."""
+    text = fmt(abs(x), digits)
+    return ("$-$" if x < 0 else "$+$" if plus and x > 0 else "") + text
 
 
 def tex_escape(s: str) -> str:
@@ -317,11 +322,10 @@ def table_instance(results: dict) -> str:
     note = ""
     if ref:
         note = (
-            " The last row is the number "
+            " The last row is a reported number, not a run of ours: "
             + tex_escape(ref.get("model", "the reference"))
-            + " reports"
             + (" (" + tex_escape(ref["note"]) + ")" if ref.get("note") else "")
-            + ", not a run of ours."
+            + "."
         )
         rows.append(
             [tex_escape(ref.get("model", "reference")) + " (reported)", fmt(ref["mask_ap"])]
@@ -345,6 +349,10 @@ def table_instance(results: dict) -> str:
     )
 
 
+def _change(row: dict, mean: float) -> str:
+    return "--" if row["lever"] == MASKRCNN_RECIPE else signed(row["ap"] - mean, plus=True)
+
+
 def table_maskrcnn_levers(results: dict) -> str:
     """Bonus: the Mask R-CNN lever study (``segkit instance levers``), val AP per run and its
     change from the recipe's mean over seeds, beside that mean's seed spread."""
@@ -353,8 +361,8 @@ def table_maskrcnn_levers(results: dict) -> str:
         return "% no Mask R-CNN lever study\n"
     mean = maskrcnn_recipe_mean(levers)
     rows = [[tex_escape(r["lever"]).capitalize(), str(r["seed"]), fmt(r["ap"]), fmt(r["ap50"]),
-             fmt(r["ap75"]), "--" if r["lever"] == MASKRCNN_RECIPE else f"{r['ap'] - mean:+.3f}",
-             fmt(r["train_seconds"] / 60, 0)] for r in levers["rows"]]  # fmt: skip
+             fmt(r["ap75"]), _change(r, mean), fmt(r["train_seconds"] / 60, 0)]
+            for r in levers["rows"]]  # fmt: skip
     return _tabular(
         ["Run", "Seed", "AP", "AP50", "AP75", "Change", "Min"],
         rows,
@@ -367,52 +375,6 @@ def table_maskrcnn_levers(results: dict) -> str:
         "tab:maskrcnn_levers",
         wide=True,
     )
-
-
-def train_minutes(results: dict) -> dict[str, float]:
-    """Summed wall time (minutes) of each group of training runs that recorded it: ``models``
-    (the semantic models of the models table), ``instance`` (every instance method),
-    ``augmentation`` (Q1 study), ``sweep`` (Q1 sweep, each run once), ``levers`` (lever
-    study), ``maskrcnn_levers`` (the Mask R-CNN lever study), ``seeds`` (seed study)."""
-    seeds = results.get("seeds") or []
-    sweep = results.get("augment_sweep") or {}
-    sweep_runs = {(r["crop_min"], r["flip_p"], r["seed"]): r
-                  for f in ("flip", "crop", "seeds") for r in sweep.get(f, [])}  # fmt: skip
-    seed_runs = [
-        r for e in (seeds if isinstance(seeds, list) else [seeds]) for r in e.get("runs") or []
-    ]
-    groups = {
-        "models": list(results.get("models", {}).values()),
-        "instance": [results.get(key) or {} for key, _ in INSTANCE_METHODS],
-        "augmentation": results.get("augmentation") or [],
-        "sweep": list(sweep_runs.values()),
-        "levers": results.get("levers") or [],
-        "maskrcnn_levers": (results.get("maskrcnn_levers") or {}).get("rows") or [],
-        "seeds": seed_runs,
-    }
-    seconds = {k: sum(r.get("train_seconds") or 0 for r in runs) for k, runs in groups.items()}
-    return {k: s / 60 for k, s in seconds.items() if s}
-
-
-def run_hardware(results: dict) -> str:
-    """The distinct hardware lines recorded by the training runs.
-
-    The top-level ``results["hardware"]`` describes the process that ran ``segkit reproduce``,
-    not the runs (which may set their own thread count); it is used only when no run has one.
-    """
-    runs = list(results.get("models", {}).values())
-    runs += [results.get(key) or {} for key, _ in INSTANCE_METHODS]
-    used = sorted({r["hardware"] for r in runs if r and r.get("hardware")})
-    text = "; ".join(used) or results.get("hardware", "?")
-    return re.sub(r"\b1 (core|torch thread)s\b", r"1 \1", text)  # "1 torch thread", not "threads"
-
-
-def run_cores_threads(results: dict) -> tuple[str, str]:
-    """(cores, torch threads) of the training runs, read from their hardware lines ("?" if none)."""
-    found = re.findall(r"(\d+) cores?, (\d+) torch threads?", run_hardware(results))
-    cores = "/".join(distinct(c for c, _ in found)) or "?"
-    threads = "/".join(distinct(t for _, t in found)) or "?"
-    return cores, threads
 
 
 def join_words(items: list[str]) -> str:

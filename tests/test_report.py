@@ -19,11 +19,11 @@ import pytest
 from segkit.config import MODEL_TABLE, MaskRCNNConfig, model_label
 from segkit.notebook import per_class_table
 from segkit.report import TABLES, build_pdf, load_results, overfull_boxes, write_tables
+from segkit.report_intro import run_hardware
 from segkit.report_numbers import numbers_macros
 from segkit.report_tables import (
     ABLATION_VARIANTS,
     INSTANCE_METHODS,
-    run_hardware,
     table_instance,
 )
 
@@ -448,7 +448,7 @@ def test_bonus_comparison_and_ablation_macros_follow_the_numbers():
         "b_better": 0.58,
     }
     m = _macros(numbers_macros(paired))
-    assert m["PairedDiffCi"] == "[-0.050, 0.060]" and m["PairedBetterShare"] == "58"
+    assert m["PairedDiffCi"] == "[$-$0.050, 0.060]" and m["PairedBetterShare"] == "58"
 
 
 def _variants(results: dict) -> list[dict]:

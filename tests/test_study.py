@@ -160,7 +160,7 @@ def test_lever_verdict_counts_only_changes_beyond_the_recipe_seed_spread():
     assert m["LevBestAP"] == "0.560" and m["LevBestRun"] == "anchors 16 to 256"
     assert m["LevMinutes"] == "50" and m["LevRunMinutes"] == "10"
     tex = table_maskrcnn_levers({"maskrcnn_levers": levers})
-    assert "4 frozen stages & 0 & 0.440 & 0.900 & 0.500 & -0.070 & 10" in tex
+    assert "4 frozen stages & 0 & 0.440 & 0.900 & 0.500 & $-$0.070 & 10" in tex
     assert "Recipe & 1 & 0.520 & 0.900 & 0.500 & -- & 10" in tex
     assert "(0.510); their spread, 0.020," in tex
     quiet = levers_macros(_levers({(MASKRCNN_RECIPE, 0): 0.5, (MASKRCNN_RECIPE, 1): 0.6,
