@@ -120,13 +120,23 @@ def config_changes(old: dict, new: dict) -> list[str]:
 
 def finished_results(run_dir: str | os.PathLike, config: dict) -> dict | None:
     """A finished run's ``results_val.json`` when it was trained with ``config`` (up to
-    :data:`RESUME_SAFE_FIELDS`), ``None`` when there is none. A finished run with another config
-    is an error naming the differing fields, never silently reused or overwritten."""
+    :data:`RESUME_SAFE_FIELDS`), ``None`` when there is none or when it trained fewer epochs than
+    asked (it resumes). A finished run with another config, or more epochs than asked, is an error
+    naming the difference, never silently reused or overwritten."""
     path = Path(run_dir) / "results_val.json"
     if not path.is_file():
         return None
     done = json.loads(path.read_text())
-    changed = config_changes(done.get("config") or {}, config)
+    old = done.get("config") or {}
+    asked, trained = config.get("epochs"), old.get("epochs")
+    if asked is not None and trained is not None and asked != trained:
+        if asked > trained:
+            return None  # not finished for this config: it resumes from its last checkpoint
+        raise CheckpointError(
+            f"{run_dir} holds a run finished at {trained} epochs, more than the {asked} asked "
+            "for; ask for its epochs, pick another run name, or retrain with force"
+        )
+    changed = config_changes(old, config)
     if changed:
         raise CheckpointError(
             f"{run_dir} holds a finished run with another config ({', '.join(changed)} differ); "

@@ -127,6 +127,10 @@ def model_label(name: str) -> str:
     return spec.label if spec else name
 
 
+# config fields that count something and must be at least 1
+POSITIVE_FIELDS = ("epochs", "batch_size")
+
+
 @dataclass
 class RunConfig:
     """Fields every run has: its task, optimisation, system, and where the run folder goes."""
@@ -161,6 +165,13 @@ class RunConfig:
     seed: int = opt(0, "random seed (model init, shuffling, augmentation)")
     out_dir: str = opt("runs", "parent folder of the run folder <out_dir>/<name>")
     run_name: str | None = opt(None, "run folder name (default: the model name)")
+
+    def __post_init__(self) -> None:
+        """Counts that must be positive; a bad value is one clear line (ValueError)."""
+        for name in POSITIVE_FIELDS:
+            value = getattr(self, name, None)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (got {value})")
 
     @property
     def name(self) -> str:

@@ -16,6 +16,7 @@ from segkit.cli import build_parser
 from segkit.config import (
     TASKS,
     InstanceConfig,
+    MaskRCNNConfig,
     RunConfig,
     TrainConfig,
     config_class,
@@ -124,3 +125,12 @@ def test_shared_defaults_are_the_constants():
     h, w = constants.IMAGE_SIZE
     assert sbd_geometry(w, h) == ((w, h), (0, 0, w, h)) and (h, w) == (224, 288)
     assert sbd_geometry(2 * w, h) == ((2 * w, h), (w // 2, 0, w // 2 + w, h))  # centre crop
+
+
+@pytest.mark.parametrize("field", ["epochs", "batch_size"])
+def test_counts_below_one_are_one_clear_error(field):
+    for cls in (TrainConfig, MaskRCNNConfig):
+        with pytest.raises(ValueError, match=rf"^{field} must be at least 1 \(got 0\)$"):
+            cls(**{field: 0})
+        with pytest.raises(ValueError, match=field):
+            dataclasses.replace(cls(), **{field: -1})

@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from segkit import runner
-from segkit.checkpoint import CheckpointError, save_checkpoint
+from segkit.checkpoint import CheckpointError, finished_results, save_checkpoint
 from segkit.config import TASKS, InstanceConfig, MaskRCNNConfig, RunConfig, TrainConfig, task_field
 from segkit.experiment import load_run_model, run_experiment
 from segkit.instance import load_instance_run, train_instance
 from segkit.maskrcnn import load_maskrcnn_run, train_maskrcnn
 from segkit.runner import RUN_TASKS, Run, Task, load_run, postprocess_params, run_folder
-from segkit.utils import SegkitError
+from segkit.utils import SegkitError, write_json
 
 HISTORY = {"epoch": [1, 2], "train_loss": [0.9, 0.5], "seconds": [1.5, 2.5], "best_epoch": 2}
 
@@ -190,3 +190,15 @@ def test_each_loader_refuses_a_run_of_another_task(tmp_path):
     assert runner.run_task(run_dir) == "semantic"
     with pytest.raises(CheckpointError, match="does not fit a semantic 'unet' model"):
         load_run(run_dir, "semantic", torch.device("cpu"))
+
+
+def test_a_finished_run_is_reused_only_for_its_own_epochs(tmp_path):
+    cfg = {"task": "semantic", "model": "unet", "epochs": 4, "lr": 0.001}
+    write_json({"config": cfg, "mean_ap": 0.5}, tmp_path / "results_val.json")
+    assert finished_results(tmp_path, cfg)["mean_ap"] == 0.5
+    assert finished_results(tmp_path, {**cfg, "device": "cpu"}) is not None  # resume-safe
+    assert finished_results(tmp_path, {**cfg, "epochs": 6}) is None  # more: it resumes
+    with pytest.raises(CheckpointError, match="finished at 4 epochs, more than the 2 asked"):
+        finished_results(tmp_path, {**cfg, "epochs": 2})  # fewer: never the 4-epoch numbers
+    with pytest.raises(CheckpointError, match="lr"):
+        finished_results(tmp_path, {**cfg, "lr": 0.01})
