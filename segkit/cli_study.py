@@ -25,90 +25,89 @@ from .parallel import resolve_jobs, train_side_by_side
 from .utils import SegkitError, write_json
 
 
-def cmd_study(args: argparse.Namespace) -> int:
+def _overrides(args: argparse.Namespace, quick: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The config fields the study flags set; ``quick`` (with ``--quick``): the quick budget, in
+    runs/quick, never beside the real runs that reproduce reuses."""
     overrides: dict[str, Any] = {"out_dir": args.out_dir, "device": args.device}
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
-    if args.quick:  # never beside the real runs that reproduce reuses
-        overrides.update(QUICK_SEMANTIC, out_dir=QUICK_OUT_DIR)
+    if quick is not None and args.quick:
+        overrides.update(quick, out_dir=QUICK_OUT_DIR)
+    return overrides
+
+
+def _report_json(args: argparse.Namespace, name: str) -> Path:
+    """``--out``, else ``name`` in report/generated (the report reads it), or in runs/quick
+    with ``--quick``: quick numbers never land in the report."""
+    return Path(args.out or Path(QUICK_OUT_DIR if args.quick else REPORT_GENERATED) / name)
+
+
+def _write(result: Any, out: Path, text: str) -> int:
+    """Write a study's JSON, print its text and where it went."""
+    write_json(result, out)
+    print(text)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    overrides = _overrides(args, QUICK_SEMANTIC)
     if args.levers and args.sweep:
         raise SegkitError("--levers and --sweep are two studies: pick one")
     default_epochs = study.LEVER_EPOCHS if args.levers else study.AUGMENT_EPOCHS  # = SWEEP_EPOCHS
     # an explicit --epochs wins, also over quick mode's
     base = recipe(args.model, **{"epochs": default_epochs, **overrides})
-    if args.epochs:
+    if args.epochs is not None:  # 0 or less: the config's one-line error
         base = dataclasses.replace(base, epochs=args.epochs)
     if args.sweep:
         return _sweep(args, base)
     if args.levers:
         configs = study.lever_configs(base)
-        # the report reads report/generated/levers.json: quick numbers never land there
-        default_out = Path(QUICK_OUT_DIR if args.quick else REPORT_GENERATED) / "levers.json"
+        out = _report_json(args, "levers.json")
     else:
         settings = study.AUGMENT_SETTINGS
         if args.only:
             settings = {k: v for k, v in settings.items() if k in args.only}
         configs = study.augmentation_configs(base, settings)
-        default_out = Path(overrides["out_dir"]) / "augmentation_study.json"
-    out = Path(args.out) if args.out else default_out
+        out = Path(args.out or Path(overrides["out_dir"]) / "augmentation_study.json")
     jobs = resolve_jobs(args.jobs, args.device)
     if jobs > 1:
         train_side_by_side(configs, jobs, args.force)
     rows = study.study_rows(configs, force=args.force and jobs == 1)
-    write_json(rows, out)
-    print(study.format_rows(rows))
-    print(f"wrote {out}")
-    return 0
+    return _write(rows, out, study.format_rows(rows))
 
 
 def _sweep(args: argparse.Namespace, base: TrainConfig) -> int:
     """``segkit study --sweep``: the Q1 sweep into report/generated (quick: never there)."""
-    where = Path(QUICK_OUT_DIR if args.quick else REPORT_GENERATED)
-    out = Path(args.out or where / study.SWEEP_JSON)
     seeds = tuple(args.seeds or study.SWEEP_SEEDS)
     sweep = study.augmentation_sweep(base, seeds, force=args.force, jobs=args.jobs)
-    write_json(sweep, out)
-    print(study.format_sweep(sweep))
-    print(f"wrote {out}")
-    return 0
+    return _write(sweep, _report_json(args, study.SWEEP_JSON), study.format_sweep(sweep))
 
 
 def cmd_seeds(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {"out_dir": args.out_dir, "device": args.device}
-    if args.data_dir:
-        overrides["data_dir"] = args.data_dir
     rows = study.seed_study(
         tuple(args.models), tuple(args.seeds), args.epochs, force=args.force, jobs=args.jobs,
-        **overrides,
+        **_overrides(args),
     )  # fmt: skip
-    write_json(rows, args.out)
+    lines = []
     for r in rows:
         aps = ", ".join(f"{x['mean_ap']:.3f}" for x in r["runs"])
-        print(f"{r['model']}: val AP {aps} (seeds {args.seeds}); spread {r['spread']:.3f}")
-    print(f"wrote {args.out}")
-    return 0
+        lines.append(f"{r['model']}: val AP {aps} (seeds {args.seeds}); spread {r['spread']:.3f}")
+    text = "\n".join(lines)
+    return _write(rows, Path(args.out), text)
 
 
 def cmd_maskrcnn_levers(args: argparse.Namespace) -> int:
     """``segkit instance levers``: the Mask R-CNN lever study (quick: never in report/generated)."""
-    overrides: dict[str, Any] = {"device": args.device, "out_dir": args.out_dir}
-    if args.data_dir:
-        overrides["data_dir"] = args.data_dir
-    if args.quick:
-        overrides.update(QUICK_MASKRCNN, out_dir=QUICK_OUT_DIR)
-    epochs = args.epochs or (
-        QUICK_MASKRCNN["epochs"] if args.quick else study.MASKRCNN_LEVER_EPOCHS
-    )
-    where = Path(QUICK_OUT_DIR if args.quick else REPORT_GENERATED)
-    out = Path(args.out or where / study.MASKRCNN_LEVERS_JSON)
+    epochs = args.epochs
+    if epochs is None:
+        epochs = QUICK_MASKRCNN["epochs"] if args.quick else study.MASKRCNN_LEVER_EPOCHS
     levers = study.maskrcnn_levers(
-        MaskRCNNConfig(**overrides), tuple(args.seeds), epochs=epochs, force=args.force,
-        jobs=args.jobs,
+        MaskRCNNConfig(**_overrides(args, QUICK_MASKRCNN)), tuple(args.seeds), epochs=epochs,
+        force=args.force, jobs=args.jobs,
     )  # fmt: skip
-    write_json(levers, out)
-    print(study.format_maskrcnn_levers(levers))
-    print(f"wrote {out}")
-    return 0
+    out = _report_json(args, study.MASKRCNN_LEVERS_JSON)
+    return _write(levers, out, study.format_maskrcnn_levers(levers))
 
 
 def add_study_commands(sub: Any) -> None:

@@ -226,3 +226,15 @@ def test_a_misspelt_instance_subcommand_names_the_valid_ones(capsys):
         build_parser().parse_args(["instance", "lever"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "invalid choice: 'lever'" in err and "'levers'" in err
+
+
+@pytest.mark.parametrize(
+    "argv", [["instance", "levers", "--epochs", "0"], ["study", "--epochs", "0"],
+             ["study", "--sweep", "--epochs", "-2"]],
+)  # fmt: skip
+def test_study_epochs_below_one_are_refused_before_anything_runs(argv, tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    assert main([*argv, "--out", str(out), "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("segkit: error: epochs must be at least 1") and err.count("\n") == 1
+    assert not out.exists() and not any(tmp_path.iterdir())  # no run folder, no JSON
