@@ -37,8 +37,6 @@ TABLES = {
     "tab_models.tex": table_models,
     "tab_per_class_ap.tex": lambda r: table_per_class(r, "ap", "test"),
     "tab_per_class_iou.tex": lambda r: table_per_class(r, "iou", "test"),
-    "tab_per_class_ap_val.tex": lambda r: table_per_class(r, "ap", "val"),
-    "tab_per_class_iou_val.tex": lambda r: table_per_class(r, "iou", "val"),
     "tab_augment.tex": table_augment,
     "tab_baseline.tex": table_baseline,
     "tab_instance.tex": table_instance,
