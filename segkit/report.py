@@ -18,7 +18,7 @@ from .report_intro import run_hardware, train_minutes
 from .report_numbers import numbers_macros
 from .report_tables import (
     INSTANCE_METHODS,
-    WRITEUP_VAL_AP,
+    WRITEUP_AP,
     fmt,
     model_entries,
     model_label,
@@ -71,7 +71,7 @@ def write_tables(results: dict, out_dir: str | os.PathLike) -> list[Path]:
 def markdown_table(results: dict) -> str:
     lines = [
         "| Model | epochs | train min | val AP | val mIoU | test AP | test mIoU | test acc "
-        "| write-up val AP |",
+        "| write-up AP |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r, v, t, seconds in model_entries(results):
@@ -79,7 +79,7 @@ def markdown_table(results: dict) -> str:
             f"| {model_label(name, r)} | {r.get('epochs', '--')} | "
             f"{fmt(seconds / 60, 0) if seconds else '--'} | {fmt(v['mean_ap'])} | "
             f"{fmt(v['miou'])} | {fmt(t.get('mean_ap'))} | {fmt(t.get('miou'))} | "
-            f"{fmt(t.get('pixel_acc'))} | {fmt(WRITEUP_VAL_AP.get(name), 2)} |"
+            f"{fmt(t.get('pixel_acc'))} | {fmt(WRITEUP_AP.get(name), 2)} |"
         )
     methods = [(label, results[key]) for key, label in INSTANCE_METHODS if results.get(key)]
     if methods:

@@ -23,7 +23,7 @@ from .report_q1 import augmentation_macros, sweep_macros
 from .report_tables import (
     MODEL_LABELS,
     WRITEUP_LR,
-    WRITEUP_VAL_AP,
+    WRITEUP_AP,
     distinct,
     encoder_init,
     fmt,
@@ -108,8 +108,8 @@ def model_macros(results: dict) -> Macros:
             continue
         name = MACRO_NAMES[key]
         out[f"{name}Label"] = _label(key)
-        if key in WRITEUP_VAL_AP:
-            out[f"{name}WriteupAP"] = fmt(WRITEUP_VAL_AP[key], 2)
+        if key in WRITEUP_AP:
+            out[f"{name}WriteupAP"] = fmt(WRITEUP_AP[key], 2)
         for split in ("val", "test"):
             m = r.get(split)
             if not m:
