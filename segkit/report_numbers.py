@@ -170,6 +170,10 @@ def seed_macros(results: dict) -> Macros:
         "SeedAPSpread": fmt(max(aps) - min(aps)),
         "SeedAPStd": fmt(statistics.stdev(aps)),
     }
+    for metric, word in (("miou", "IoU"), ("pixel_acc", "Acc")):  # Q4 reads all three
+        values = [r[metric] for r in seeds["runs"] if r.get(metric) is not None]
+        if len(values) == len(aps):
+            out[f"Seed{word}Spread"] = fmt(max(values) - min(values))
     if seeds.get("epochs") is not None:
         out["SeedEpochs"] = str(seeds["epochs"])
     if seeds.get("levers"):  # older seeds.json files lack it

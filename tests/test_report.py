@@ -147,11 +147,17 @@ def test_optional_blocks_build(tmp_path):
         GEN / "fig_unet_predictions_test.jpg", rep / "generated/fig_baseline_predictions.jpg"
     )
     results = _results()
-    runs = [{"seed": s, "mean_ap": ap} for s, ap in enumerate((0.601, 0.607, 0.596))]
+    runs = [
+        {"seed": s, "mean_ap": ap, "miou": iou, "pixel_acc": acc}
+        for s, (ap, iou, acc) in enumerate(
+            ((0.601, 0.41, 0.70), (0.607, 0.45, 0.69), (0.596, 0.43, 0.74))
+        )
+    ]
     results["seeds"] = {"model": "unet", "epochs": 2, "runs": runs}
     write_tables(results, rep / "generated")
     macros = _macros((rep / "generated/numbers.tex").read_text())
     assert macros["SeedAPSpread"] == "0.011" and macros["SeedRuns"] == "3"
+    assert macros["SeedIoUSpread"] == "0.040" and macros["SeedAccSpread"] == "0.050"
     build_pdf(rep)  # raises on an overfull box
     log = (rep / "main.log").read_text(errors="replace")
     assert "fig_baseline_predictions.jpg" in log and not _overfull(log)
