@@ -58,6 +58,9 @@ POSTPROCESS_GRID: dict[str, tuple] = {
     "core_level": (1.0, 2.0, 3.0, 4.0, 5.0, 6.0),  # energy levels (0..K-1)
     "min_size": (0, 200, 800),  # pixels at original resolution (smallest GT: 77, 5%: ~2600)
 }
+# the watershed model keeps the epoch of the lowest val loss: its mask AP needs the post-processing,
+# which is chosen on val after training (its config's select_metric is Mask R-CNN's)
+SELECT_METRIC = "val_loss"
 Maps = list[tuple[np.ndarray, np.ndarray]]  # per image: (prob (H, W), energy (H, W)) float32
 LEGACY_FIELDS = {"body": "model", "scale": "aug_scale"}  # config names before the redesign
 
@@ -252,7 +255,7 @@ def _fit(run: Run, model: nn.Module, data: InstanceData) -> tuple[nn.Module, dic
     return train(
         model, optimizer, DWTLoss(cfg.energy_weight), data.train_loader, device, scheduler,
         epochs=cfg.epochs, valloader=data.val_loader, save_path=run.best_path,
-        select_metric="val_loss", config=cfg.to_dict(), resume_from=run.resume_from,
+        select_metric=SELECT_METRIC, config=cfg.to_dict(), resume_from=run.resume_from,
         amp=cfg.amp, channels_last=resolve_channels_last(cfg.channels_last, device),
         progress=run.progress, name=cfg.name, log=run.log,
     )  # fmt: skip

@@ -10,6 +10,20 @@ from torch.optim.swa_utils import AveragedModel
 from .config import InstanceConfig, TrainConfig
 
 
+def warmup_length(warmup_steps: int, steps: int) -> int:
+    """The linear warm-up a run of ``steps`` optimiser steps gets: ``warmup_steps``, capped at a
+    tenth of the run so that short runs (studies, quick mode) spend most steps at full rate."""
+    return max(1, min(warmup_steps, steps // 10))
+
+
+def run_warmup_steps(config: dict, train_images: int) -> int:
+    """The warm-up a saved run config got, from its epochs, batch size and ``limit_train`` on a
+    training split of ``train_images`` (the loaders keep the last, smaller batch)."""
+    n = min(config.get("limit_train") or train_images, train_images)
+    steps = config["epochs"] * math.ceil(n / config["batch_size"])
+    return warmup_length(config["warmup_steps"], steps)
+
+
 def build_optimizer(cfg: TrainConfig | InstanceConfig, model: torch.nn.Module, steps: int):
     """AdamW (or SGD) over trainable parameters and a per-step warmup + cosine schedule."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -20,7 +34,7 @@ def build_optimizer(cfg: TrainConfig | InstanceConfig, model: torch.nn.Module, s
     else:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'adamw' or 'sgd'")
     if cfg.scheduler == "cosine":
-        warm = max(1, min(cfg.warmup_steps, steps // 10))
+        warm = warmup_length(cfg.warmup_steps, steps)
 
         def factor(step: int) -> float:
             if step < warm:

@@ -8,8 +8,10 @@ import re
 
 from .config import field_defaults
 from .config import model_label as _config_label
+from .instance import SELECT_METRIC as WATERSHED_SELECT
 from .losses import default_level_weights
 from .metrics.mask_ap import CI_LEVEL
+from .optim import run_warmup_steps
 from .report_tables import INSTANCE_METHODS, fmt, instance_body, signed, tex_escape
 from .sources import load_checksums
 from .study import MASKRCNN_LEVERS, MASKRCNN_RECIPE, maskrcnn_recipe_mean
@@ -81,22 +83,13 @@ def instance_macros(results: dict) -> dict[str, str]:
             out[f"{p}InferenceMs"] = fmt(inst["inference_ms"], 0)
         for field, value in (inst.get("postprocess") or {}).items():  # chosen on val
             out[f"{p}{_camel(field)}"] = f"{value:g}" if isinstance(value, float) else str(value)
-        saved = inst.get("config") or {}
-        cfg = {**field_defaults(saved), **saved} if saved else {}  # a later field: its default
         val, test = inst["val"].get("num_images"), inst["test"].get("num_images")
         total = pennfudan_size()
-        if val is not None and test is not None and total > val + test:
-            out[f"{p}TrainImages"] = str(total - val - test)
+        train = total - val - test if val is not None and test is not None else 0
+        if train > 0:
+            out[f"{p}TrainImages"] = str(train)
             out[f"{p}AllImages"] = str(total)
-        levels = cfg.get("num_energy_levels")
-        if levels is not None:
-            out[f"{p}EnergyLevels"] = str(levels)
-            out[f"{p}LevelWeights"] = _level_weights_text(default_level_weights(levels).tolist())
-        if cfg.get("energy_weight") is not None:
-            out[f"{p}EnergyWeight"] = f"{cfg['energy_weight']:g}"
-        for field in CONFIG_FIELDS:
-            if isinstance(cfg.get(field), (int, float)):
-                out[f"{p}{_camel(field)}"] = f"{cfg[field]:g}"
+        out |= _config_macros(p, inst.get("config") or {}, train)
         if inst.get("best_epoch") is not None:
             out[f"{p}BestEpoch"] = str(inst["best_epoch"])
         ref = inst.get("reference")
@@ -116,9 +109,33 @@ def instance_macros(results: dict) -> dict[str, str]:
     )
 
 
+def _config_macros(p: str, saved: dict, train_images: int) -> dict[str, str]:
+    """An instance run's config as the prose quotes it: its fields (``CONFIG_FIELDS``), the DWT
+    energy levels and weights, the warm-up it got, the metric its checkpoint was chosen on."""
+    cfg = {**field_defaults(saved), **saved} if saved else {}  # a later field: its default
+    out: dict[str, str] = {}
+    levels = cfg.get("num_energy_levels")
+    if levels is not None:
+        out[f"{p}EnergyLevels"] = str(levels)
+        out[f"{p}LevelWeights"] = _level_weights_text(default_level_weights(levels).tolist())
+    if cfg.get("energy_weight") is not None:
+        out[f"{p}EnergyWeight"] = f"{cfg['energy_weight']:g}"
+    for field in CONFIG_FIELDS:
+        if isinstance(cfg.get(field), (int, float)):
+            out[f"{p}{_camel(field)}"] = f"{cfg[field]:g}"
+    if train_images and {"epochs", "batch_size", "warmup_steps"} <= cfg.keys():
+        out[f"{p}WarmupSteps"] = str(run_warmup_steps(cfg, train_images))  # as capped
+    metric = WATERSHED_SELECT if cfg.get("task") == "watershed" else cfg.get("select_metric")
+    if metric in SELECT_WORDS:
+        out[f"{p}SelectedOn"] = SELECT_WORDS[metric]
+    return out
+
+
 # config fields the bonus's prose quotes (as \MrcnnShortSide, \InstShortSide, ...)
 CONFIG_FIELDS = ("short_side", "max_size", "fpn_channels", "frozen_stages", "lr", "batch_size",
                  "rois_per_image", "warmup_steps", "anchor_size")  # fmt: skip
+SELECT_WORDS = {"val_loss": "the lowest val loss", "val_ap": "the highest val mask AP",
+                "last": "the last epoch"}  # fmt: skip
 EPOCH_GAIN = 0.01  # val AP gained over the second half of training that reads as "still rising"
 METRIC_WORDS = {"ap": "mask AP", "ap50": "AP50", "ap75": "AP75"}
 METRIC_MACROS = {"ap": "AP", "ap50": "APfifty", "ap75": "APseventyfive"}  # as in \\MrcnnTestAPfifty

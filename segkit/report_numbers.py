@@ -17,13 +17,15 @@ from collections.abc import Callable
 
 from .config import PROTOCOL_EPOCHS, field_defaults
 from .config import model_label as _config_label
+from .constants import SPLIT_SIZES
+from .optim import run_warmup_steps
 from .report_bonus import instance_macros
 from .report_intro import reproduce_macros, setup_macros, training_time_macros
 from .report_q1 import augmentation_macros, sweep_macros
 from .report_tables import (
     MODEL_LABELS,
-    WRITEUP_LR,
     WRITEUP_AP,
+    WRITEUP_LR,
     distinct,
     encoder_init,
     fmt,
@@ -196,6 +198,37 @@ def loss_macros(results: dict) -> Macros:
     return out
 
 
+def _study_epochs(results: dict) -> list[int]:
+    """The epochs of the short studies' runs: Q1's study and sweep, the lever and seed studies."""
+    runs = [*(results.get("augmentation") or []), *(results.get("levers") or [])]
+    seeds = results.get("seeds")
+    runs += seeds if isinstance(seeds, list) else [seeds] if seeds else []
+    runs += [results["augment_sweep"]] if results.get("augment_sweep") else []
+    return [r["epochs"] for r in runs if r.get("epochs")]
+
+
+def warmup_macros(results: dict) -> Macros:
+    """Q5: where the warm-up was capped at a tenth of a run (the short runs), per model and over
+    the studies (which use the recipe's batch size and warm-up)."""
+    train = SPLIT_SIZES["train"]
+    capped = []
+    for name, r in results.get("models", {}).items():
+        cfg = (r or {}).get("config") or {}
+        if {"epochs", "batch_size", "warmup_steps"} <= cfg.keys():
+            warm = run_warmup_steps(cfg, train)
+            if warm < cfg["warmup_steps"]:
+                capped.append(f"{warm} for the {tex_escape(_config_label(name))}")
+    out: Macros = {"WarmupCapped": "; ".join(capped)} if capped else {}  # labels hold commas
+    cfg = next((c for c in _configs(results) if "warmup_steps" in c), None)
+    if cfg:
+        warm = sorted(
+            {run_warmup_steps({**cfg, "epochs": e}, train) for e in _study_epochs(results)}
+        )
+        if warm and warm[0] < cfg["warmup_steps"]:
+            out["WarmupStudies"] = str(warm[0]) if len(warm) == 1 else f"{warm[0]} to {warm[-1]}"
+    return out
+
+
 def recipe_macros(results: dict) -> Macros:
     """Q5: the recipe shared by the semantic runs."""
     out = {
@@ -203,6 +236,7 @@ def recipe_macros(results: dict) -> Macros:
         "LearningRate": _shared(results, "lr"),
         "WeightDecay": _shared(results, "weight_decay"),
         "WarmupSteps": _shared(results, "warmup_steps", str),
+        **warmup_macros(results),
         "ProtocolEpochs": str(PROTOCOL_EPOCHS),
         "WriteupLR": _num(WRITEUP_LR),
         "FlipP": _shared(results, "flip_p"),

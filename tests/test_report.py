@@ -7,6 +7,7 @@ The LaTeX build runs once per module, into a temporary copy of report/ (skipped 
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 import shutil
@@ -15,9 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from segkit.config import MODEL_TABLE, MaskRCNNConfig, model_label
+from segkit.config import MODEL_TABLE, MaskRCNNConfig, TrainConfig, model_label
 from segkit.notebook import per_class_table
+from segkit.optim import build_optimizer
 from segkit.report import TABLES, build_pdf, load_results, overfull_boxes, write_tables
 from segkit.report_intro import run_hardware
 from segkit.report_numbers import numbers_macros
@@ -734,3 +737,39 @@ def test_later_partial_updates_are_stated_with_dates_and_minutes():
     m = _macros(numbers_macros(res))
     assert m["UpdatedSteps"] == "Mask R-CNN and watershed" and m["UpdatedCalls"] == "2"
     assert m["UpdatedDates"] == "2026-12-04 to 2026-12-05" and m["UpdatedMinutes"] == "15"
+
+
+def _schedule_warmup(cfg: dict, train_images: int) -> int:
+    """Independent of the report: the steps segkit's real schedule spends below its peak rate."""
+    steps = cfg["epochs"] * math.ceil(train_images / cfg["batch_size"])
+    tc = TrainConfig(
+        epochs=cfg["epochs"], batch_size=cfg["batch_size"], warmup_steps=cfg["warmup_steps"]
+    )
+    opt, sched = build_optimizer(tc, torch.nn.Linear(1, 1), steps)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs.index(max(lrs)) + 1  # the warm-up's last step reaches the peak
+
+
+def test_warmup_macros_state_the_warmup_each_run_got():
+    """The prose's warm-up is the one the schedule applied: capped at a tenth of a short run."""
+    res = copy.deepcopy(_results())
+    res["models"]["unet"]["config"] |= {"epochs": 3, "batch_size": 8, "warmup_steps": 50}
+    macros = _macros(numbers_macros(res))
+    unet = res["models"]["unet"]["config"]
+    assert _schedule_warmup(unet, 572) == 21  # 3 epochs x 72 batches / 10
+    assert f"21 for the {model_label('unet')}" in macros["WarmupCapped"]
+    for name, r in res["models"].items():  # every capped model is named with its own warm-up
+        warm = _schedule_warmup(r["config"], 572)
+        named = f"{warm} for the {_tex(model_label(name))}" in macros.get("WarmupCapped", "")
+        assert named == (warm < r["config"]["warmup_steps"]), name
+    mrcnn = res.get("instance_maskrcnn")
+    if mrcnn:
+        train = int(macros["MrcnnTrainImages"])
+        assert macros["MrcnnWarmupSteps"] == str(_schedule_warmup(mrcnn["config"], train))
+        assert macros["MrcnnSelectedOn"] == "the highest val mask AP"
+    if res.get("instance"):  # the watershed keeps its lowest val loss, whatever its config says
+        assert macros["InstSelectedOn"] == "the lowest val loss"
