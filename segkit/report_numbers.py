@@ -21,7 +21,7 @@ from .constants import SPLIT_SIZES
 from .optim import run_warmup_steps
 from .report_bonus import instance_macros
 from .report_intro import reproduce_macros, setup_macros, training_time_macros
-from .report_q1 import augmentation_macros, sweep_macros
+from .report_q1 import augmentation_macros, sweep_macros, weighting_macros
 from .report_tables import (
     MODEL_LABELS,
     WRITEUP_AP,
@@ -386,7 +386,7 @@ def comparison_macros(results: dict) -> Macros:
 # the parts of the report, in order: numbers.tex holds one block of macros per part
 SECTIONS: tuple[Callable[[dict], Macros], ...] = (
     setup_macros, model_macros, baseline_macros, augmentation_macros, sweep_macros, seed_macros,
-    loss_macros, recipe_macros, lever_macros, budget_macros, training_time_macros,
+    loss_macros, weighting_macros, recipe_macros, lever_macros, budget_macros, training_time_macros,
     comparison_macros, instance_macros, reproduce_macros,
 )  # fmt: skip
 

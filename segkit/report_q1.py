@@ -1,7 +1,7 @@
-"""Q1's macros for ``generated/numbers.tex`` (:mod:`segkit.report_numbers`): the augmentation
-study of the reproduction and the sweep of ``segkit study --sweep`` (``augment_sweep.json``),
-with the verdicts that depend on the data (a factor's range against the seed spread measured
-under the same configuration)."""
+"""The macros that read results against seed noise, for ``generated/numbers.tex``
+(:mod:`segkit.report_numbers`): Q1's augmentation study and the sweep of ``segkit study --sweep``
+(``augment_sweep.json``), with a factor's range against the seed spread measured under the same
+configuration; Q4's class weighting against the spreads of the seed study and the sweep."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import re
 import statistics
 
 from .config import model_label as _config_label
-from .report_tables import distinct, fmt, tex_escape
+from .report_tables import distinct, fmt, join_words, tex_escape
 
 Macros = dict[str, str]
 
@@ -81,6 +81,7 @@ def sweep_macros(results: dict) -> Macros:
         "SweepModel": tex_escape(_config_label(sweep["model"])),
         "SweepEpochs": str(sweep["epochs"]),
         "SweepRuns": str(len(runs)),
+        "SweepSettings": str(len({(c, f) for c, f, _ in runs})),
         "SweepSeeds": str(len(seeds)),
         "SweepSpread": fmt(spread),
         "SweepStd": fmt(statistics.stdev(seeds)) if len(seeds) > 1 else "--",
@@ -91,6 +92,9 @@ def sweep_macros(results: dict) -> Macros:
         "SweepMinutesSentence": f"{fmt(sweep['train_seconds'] / 60, 0)} training minutes summed "
         f"over runs on {_where(hardware)}",
     }
+    if _has_metrics(sweep["seeds"]):  # Q4 reads mIoU and accuracy against these
+        out["SweepIoUSpread"] = fmt(_spread(sweep["seeds"], "miou"))
+        out["SweepAccSpread"] = fmt(_spread(sweep["seeds"], "pixel_acc"))
     out |= _factor(sweep["flip"], "flip_p", spread, "SweepFlip")
     out |= _factor(sweep["crop"], "crop_min", spread, "SweepCrop")
     out["SweepConclusion"] = _conclusion(out["SweepFlipVerdict"], out["SweepCropVerdict"])
@@ -99,6 +103,71 @@ def sweep_macros(results: dict) -> Macros:
         aps = [r["mean_ap"] for r in aug]
         out["SweepAugVerdict"] = _verdict(max(aps) - min(aps), spread)
     return out
+
+
+def _spread(runs: list[dict], metric: str) -> float:
+    values = [r[metric] for r in runs]
+    return max(values) - min(values)
+
+
+def _has_metrics(runs: list[dict]) -> bool:
+    return all(r.get(key) is not None for r in runs for key, _ in WEIGHTING_METRICS)
+
+
+def _noise_runs(results: dict) -> list[tuple[str, list[dict]]]:
+    """The repeated-seed runs of a short configuration: the seed study (before the levers) and
+    the sweep's centre point (with them), as (description, runs) with two runs or more."""
+    out = []
+    seeds = results.get("seeds")
+    seeds = seeds[0] if isinstance(seeds, list) and seeds else seeds
+    if seeds and len(seeds.get("runs") or []) >= 2 and _has_metrics(seeds["runs"]):
+        out.append(("without the levers", seeds["runs"]))
+    sweep = results.get("augment_sweep")
+    if sweep and len(sweep["seeds"]) >= 2 and _has_metrics(sweep["seeds"]):
+        out.append(("with the levers", sweep["seeds"]))
+    return out
+
+
+WEIGHTING_METRICS = (("mean_ap", "AP"), ("miou", "mIoU"), ("pixel_acc", "pixel accuracy"))
+
+
+def _against(diff: float, key: str, noise: list[tuple[str, list[dict]]]) -> str:
+    """Where a difference lies against one or two seed spreads, in words."""
+    beyond = [label for label, seeds in noise if diff > _spread(seeds, key)]
+    if len(noise) == 1:
+        return f"{'beyond' if beyond else 'within'} the seed spread"
+    if len(beyond) in (0, len(noise)):
+        return f"{'beyond' if beyond else 'within'} both spreads"
+    return f"beyond only the spread {beyond[0]}"
+
+
+def weighting_macros(results: dict) -> Macros:
+    """Q4: the square root against inverse weights (the lever study, EMA and TTA on in both)
+    read against each seed spread: \\WeightingVerdict says which differences exceed which."""
+    runs = {r.get("key"): r for r in results.get("levers") or []}
+    sqrt, inverse = runs.get("levers"), runs.get("levers_inverse")
+    noise = _noise_runs(results)
+    if not (sqrt and inverse and noise):
+        return {}
+    groups: dict[str, list[str]] = {}
+    for key, word in WEIGHTING_METRICS:
+        diff = abs(round(sqrt[key], 3) - round(inverse[key], 3))  # as the prose's numbers show
+        groups.setdefault(_against(diff, key, noise), []).append(f"{word} ({fmt(diff)})")
+    parts = []
+    for where, words in groups.items():
+        many = len(words) > 1
+        parts.append(
+            f"the difference{'s' * many} in {join_words(words)} {'are' if many else 'is'} {where}"
+        )
+    text = "; ".join(parts)
+    if all(w.startswith("within") for w in groups):
+        end = "With one run per setting, none of these differences is established."
+    else:
+        end = (
+            "Each setting is one run, so a difference beyond the seed noise measured here is a "
+            "lead for more seeds to confirm, not an established gain."
+        )
+    return {"WeightingVerdict": f"{text[0].upper()}{text[1:]}. {end}"}
 
 
 def _conclusion(flip: str, crop: str) -> str:

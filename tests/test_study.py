@@ -11,7 +11,7 @@ from segkit import recipe
 from segkit.config import LEVERS, MaskRCNNConfig
 from segkit.metrics.mask_ap import InstanceEvaluator
 from segkit.report_bonus import levers_macros
-from segkit.report_q1 import sweep_macros
+from segkit.report_q1 import sweep_macros, weighting_macros
 from segkit.report_tables import table_maskrcnn_levers
 from segkit.study import (
     MASKRCNN_LEVERS,
@@ -167,3 +167,37 @@ def test_lever_verdict_counts_only_changes_beyond_the_recipe_seed_spread():
                                    ("4 frozen stages", 0): 0.52}))  # fmt: skip
     assert quiet["LevVerdict"].startswith("4 frozen stages moved it by no more than the spread")
     assert table_maskrcnn_levers({}).startswith("%") and levers_macros(None) == {}
+
+
+def _lever(key: str, ap: float, iou: float, acc: float) -> dict:
+    return {"key": key, "mean_ap": ap, "miou": iou, "pixel_acc": acc}
+
+
+def test_weighting_verdict_reads_each_difference_against_each_spread():
+    """Q4: the square root minus inverse weights, metric by metric, against the seed study's and
+    the sweep's spreads (hand-computed: AP 0.030, mIoU 0.060, accuracy 0.100)."""
+    levers = [_lever("levers", 0.63, 0.46, 0.80), _lever("levers_inverse", 0.60, 0.40, 0.70)]
+    seeds = {"runs": [{"mean_ap": a, "miou": i, "pixel_acc": c}
+                      for a, i, c in ((0.50, 0.30, 0.60), (0.57, 0.40, 0.65))]}  # fmt: skip
+    sweep = _sweep([0.6] * 5, [0.6] * 5, [0.62, 0.58, 0.64, 0.60])  # AP spread 0.060
+    for row, (iou, acc) in zip(
+        sweep["seeds"], ((0.40, 0.7), (0.42, 0.72), (0.44, 0.7), (0.41, 0.73)), strict=True
+    ):
+        row |= {"miou": iou, "pixel_acc": acc}  # spreads 0.040 and 0.030
+    m = weighting_macros({"levers": levers, "seeds": seeds, "augment_sweep": sweep})
+    text = m["WeightingVerdict"]
+    assert text.startswith("The difference in AP (0.030) is within both spreads")
+    assert "the difference in mIoU (0.060) is beyond only the spread with the levers" in text
+    assert "the difference in pixel accuracy (0.100) is beyond both spreads" in text
+    assert "a lead for more seeds to confirm" in text
+    # sweep rows without mIoU (an older file): the seed study alone, no sweep spreads
+    bare = _sweep([0.6] * 5, [0.6] * 5, [0.62, 0.58, 0.64, 0.60])
+    assert "SweepIoUSpread" not in sweep_macros({"augment_sweep": bare})
+    m = weighting_macros({"levers": levers, "seeds": seeds, "augment_sweep": bare})
+    text = m["WeightingVerdict"]
+    assert text.startswith("The differences in AP (0.030) and mIoU (0.060) are within the seed")
+    assert "the difference in pixel accuracy (0.100) is beyond the seed spread" in text
+    quiet = [_lever("levers", 0.61, 0.41, 0.71), _lever("levers_inverse", 0.60, 0.40, 0.70)]
+    m = weighting_macros({"levers": quiet, "seeds": seeds, "augment_sweep": sweep})
+    assert m["WeightingVerdict"].endswith("none of these differences is established.")
+    assert weighting_macros({"levers": levers}) == {}  # no repeated seeds: no noise claim
