@@ -18,6 +18,7 @@ from .report_intro import run_hardware, train_minutes
 from .report_numbers import numbers_macros
 from .report_tables import (
     INSTANCE_METHODS,
+    OVERFULL_LIMIT_PT,
     WRITEUP_AP,
     fmt,
     model_entries,
@@ -123,7 +124,6 @@ def results_header(results: dict) -> str:
     )
 
 
-OVERFULL_LIMIT_PT = 5.0  # pt: the build fails on a wider overfull box
 _OVERFULL = re.compile(r"^Overfull \\([hv]box) \((\d+(?:\.\d+)?)pt too (?:wide|high)\)(.*)$", re.M)
 
 

@@ -8,11 +8,20 @@ import re
 
 from .config import field_defaults
 from .config import model_label as _config_label
+from .instance import POSTPROCESS_GRID as WATERSHED_GRID
 from .instance import SELECT_METRIC as WATERSHED_SELECT
 from .losses import default_level_weights
+from .maskrcnn import POSTPROCESS_GRID as MASKRCNN_GRID
 from .metrics.mask_ap import CI_LEVEL
 from .optim import run_warmup_steps
-from .report_tables import INSTANCE_METHODS, fmt, instance_body, signed, tex_escape
+from .report_tables import (
+    INSTANCE_METHODS,
+    fmt,
+    instance_body,
+    join_words,
+    signed,
+    tex_escape,
+)
 from .sources import load_checksums
 from .study import MASKRCNN_LEVERS, MASKRCNN_RECIPE, maskrcnn_recipe_mean
 
@@ -83,6 +92,9 @@ def instance_macros(results: dict) -> dict[str, str]:
             out[f"{p}InferenceMs"] = fmt(inst["inference_ms"], 0)
         for field, value in (inst.get("postprocess") or {}).items():  # chosen on val
             out[f"{p}{_camel(field)}"] = f"{value:g}" if isinstance(value, float) else str(value)
+        edge = _grid_edge(inst.get("postprocess") or {}, POSTPROCESS_GRIDS[key])
+        if edge:
+            out[f"{p}GridEdge"] = edge
         val, test = inst["val"].get("num_images"), inst["test"].get("num_images")
         total = pennfudan_size()
         train = total - val - test if val is not None and test is not None else 0
@@ -131,12 +143,31 @@ def _config_macros(p: str, saved: dict, train_images: int) -> dict[str, str]:
     return out
 
 
+# the post-processing each method chooses on val, and the words the prose uses for each value
+POSTPROCESS_GRIDS = {"instance": WATERSHED_GRID, "instance_maskrcnn": MASKRCNN_GRID}
+GRID_WORDS = {"sem_threshold": "mask threshold", "core_level": "core level",
+              "min_size": "minimum size", "score_threshold": "score threshold",
+              "mask_threshold": "mask threshold"}  # fmt: skip
+
+
+def _grid_edge(chosen: dict, grid: dict[str, tuple]) -> str | None:
+    """The values chosen at an end of their grid (a better one may lie beyond it), in words;
+    zero is a natural floor, not an edge."""
+    edges = []
+    for field, value in chosen.items():
+        values = grid.get(field) or ()
+        if len(values) > 1 and value != 0 and value in (min(values), max(values)):
+            end = "largest" if value == max(values) else "smallest"
+            edges.append(f"the {GRID_WORDS.get(field, field)} ({value:g}) is the {end} in its grid")
+    return join_words(edges) if edges else None
+
+
 # config fields the bonus's prose quotes (as \MrcnnShortSide, \InstShortSide, ...)
 CONFIG_FIELDS = ("short_side", "max_size", "fpn_channels", "frozen_stages", "lr", "batch_size",
                  "rois_per_image", "warmup_steps", "anchor_size")  # fmt: skip
 SELECT_WORDS = {"val_loss": "the lowest val loss", "val_ap": "the highest val mask AP",
                 "last": "the last epoch"}  # fmt: skip
-EPOCH_GAIN = 0.01  # val AP gained over the second half of training that reads as "still rising"
+EPOCH_GAIN = 0.01  # val AP gained over the second half of training that reads as a rise
 METRIC_WORDS = {"ap": "mask AP", "ap50": "AP50", "ap75": "AP75"}
 METRIC_MACROS = {"ap": "AP", "ap50": "APfifty", "ap75": "APseventyfive"}  # as in \\MrcnnTestAPfifty
 TARGET_AP, TARGET_AP50 = 0.60, 0.90  # the bonus's quality targets for the better method (test)
@@ -228,8 +259,8 @@ def ablation_macros(ablation: dict | None) -> dict[str, str]:
     out = {"AblHalfEpoch": str(half["epoch"]), "AblHalfAP": fmt(half["val_ap"]),
            "AblLastEpoch": str(epochs[-1]["epoch"]), "AblLastAP": fmt(epochs[-1]["val_ap"]),
            "AblBestAP": fmt(max(e["val_ap"] for e in epochs)), "AblEpochGain": fmt(gain),
-           "AblEpochVerdict": "still rising over the second half of training" if gain > EPOCH_GAIN
-                              else "levelling off"}  # fmt: skip
+           "AblEpochVerdict": f"a rise of {fmt(gain)} over the second half of training"
+                              if gain > EPOCH_GAIN else "levelling off"}  # fmt: skip
     for key in ("mask_threshold", "score_threshold", "inference_short_side"):
         aps = [r["ap"] for r in ablation[key]]
         out[f"Abl{_camel(key)}Range"] = fmt(max(aps) - min(aps))

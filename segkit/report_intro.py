@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import re
 
-from .report_tables import INSTANCE_METHODS, distinct, fmt, join_words, plural, tex_escape
+from .report_tables import (
+    INSTANCE_METHODS,
+    OVERFULL_LIMIT_PT,
+    distinct,
+    fmt,
+    join_words,
+    plural,
+    tex_escape,
+)
 
 Macros = dict[str, str]
 
@@ -46,6 +54,7 @@ def setup_macros(results: dict) -> Macros:
         "RunThreadsText": f"{said} torch {word}",
         "RunDate": results.get("date", "?"),
         "NumClasses": str(len(results.get("class_names") or [])),
+        "OverfullPt": f"{OVERFULL_LIMIT_PT:g}",
     }
 
 

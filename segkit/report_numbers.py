@@ -347,8 +347,16 @@ def comparison_macros(results: dict) -> Macros:
         gains = _class_gains(_per_class(results, "unet"), _per_class(results, "baseconv"), names)
         out["UNetBeatsBaseConvCount"] = str(sum(g > 0 for g, _ in gains))
         out["UNetGainClasses"] = join_words([n for g, n in gains[:2] if g > 0] or ["none"])
-        iou = [(_per_class(results, k, key="iou")) for k in ("unet", "baseconv")]
-        out["UNetBeatsBaseConvIoUCount"] = str(sum(g > 0 for g, _ in _class_gains(*iou, names)))
+        if any(g > 0 for g, _ in gains):  # single runs: the smallest gap the count includes
+            g, n = min((g, n) for g, n in gains if g > 0)
+            out["UNetSmallestGain"] = f"{fmt(g)} on {n}"
+        iou = _class_gains(
+            *(_per_class(results, k, key="iou") for k in ("unet", "baseconv")), names
+        )
+        out["UNetBeatsBaseConvIoUCount"] = str(sum(g > 0 for g, _ in iou))
+        ties = [n for g, n in iou if g == 0]
+        if ties:
+            out["UNetTiesIoU"] = join_words(ties)
     scratch = [k for k, r in models.items() if encoder_init(r) == "scratch"]
     if "effnet_unet" in models and scratch and names:
         best_scratch = [

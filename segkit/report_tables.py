@@ -29,6 +29,7 @@ WRITEUP_AP = {
 # config.PROTOCOL_EPOCHS epochs, no scheduler, no early stopping
 WRITEUP_LR = 1e-3
 # the widest overfull box (pt) a build tolerates: build_pdf and report/Makefile both enforce it
+OVERFULL_LIMIT_PT = 5.0
 
 # a wrapping, ragged-right column for long names in a tabularx (needs \usepackage{tabularx})
 _NAME_COL = r">{\raggedright\arraybackslash}X"
@@ -172,6 +173,13 @@ def table_models(results: dict) -> str:
     )
 
 
+# when a class has no value: AP needs ground-truth pixels, IoU a pixel in ground truth or prediction
+NO_VALUE = {
+    "ap": "no ground-truth pixel of the class",
+    "iou": "class absent from ground truth and prediction",
+}
+
+
 def table_per_class(results: dict, metric: str = "ap", split: str = "test") -> str:
     """Per-class ``metric`` ("ap" or "iou") on ``split``: a row per model, a column per class."""
     names = results["class_names"]
@@ -190,8 +198,8 @@ def table_per_class(results: dict, metric: str = "ap", split: str = "test") -> s
         ["Model", *(tex_escape(n) for n in names), "mean"],
         rows,
         _NAME_COL + "r" * (len(names) + 1),
-        f"Per-class {label} on the {split} split (a dash: class absent from ground truth and "
-        "prediction).",
+        f"Per-class {label} on the {split} split"
+        + (f" (a dash: {NO_VALUE[metric]})." if any("--" in row for row in rows) else "."),
         f"tab:per_class_{metric}_{split}",
         wide=True,
         size="footnotesize",

@@ -26,7 +26,9 @@ from segkit.report_intro import run_hardware
 from segkit.report_numbers import numbers_macros
 from segkit.report_tables import (
     INSTANCE_METHODS,
+    OVERFULL_LIMIT_PT,
     table_instance,
+    table_per_class,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -440,6 +442,7 @@ def test_bonus_comparison_and_ablation_macros_follow_the_numbers():
         assert f"{word} ({_f(inst[key])}) lies {where(inst[key], lo, hi)}" in m["CompareSentence"]
     assert "PairedDiff" not in m  # no paired bootstrap without the watershed's matches
     assert m["AblHalfEpoch"] == "6" and m["AblLastAP"] == "0.480" and m["AblBestAP"] == "0.480"
+    assert m["AblEpochVerdict"] == "a rise of 0.240 over the second half of training"  # .24 to .48
     assert m["AblResBest"] == "512" and m["AblResTrainedAP"] == "0.500"
     assert m["AblInferenceShortSideRange"] == "0.050" and m["AblMaskThresholdRange"] == "0.040"
     assert (
@@ -773,3 +776,43 @@ def test_warmup_macros_state_the_warmup_each_run_got():
         assert macros["MrcnnSelectedOn"] == "the highest val mask AP"
     if res.get("instance"):  # the watershed keeps its lowest val loss, whatever its config says
         assert macros["InstSelectedOn"] == "the lowest val loss"
+
+
+def test_makefile_and_build_pdf_share_the_overfull_limit_the_report_states():
+    """report/Makefile, segkit.report.build_pdf and the prose (\\OverfullPt) give one limit."""
+    make = re.search(r"^OVERFULL_PT \?= ([\d.]+)$", (REPORT / "Makefile").read_text(), re.M)
+    assert make and float(make.group(1)) == OVERFULL_LIMIT_PT
+    assert _macros(numbers_macros(_results()))["OverfullPt"] == f"{OVERFULL_LIMIT_PT:g}"
+    assert LIMIT_PT == OVERFULL_LIMIT_PT  # this file's own check of the logs
+
+
+def test_per_class_tally_and_grid_edge_macros_follow_the_numbers():
+    """Q6's per-class tally names its smallest gap and its ties; the bonus says when a value
+    chosen on val sits at an end of its grid (zero, a natural floor, is not an end)."""
+    res = copy.deepcopy(_results())
+    names = res["class_names"]
+    unet, base = res["models"]["unet"]["test"], res["models"]["baseconv"]["test"]
+    unet["ap"] = [0.5 + 0.01 * i for i in range(9)]
+    base["ap"] = [0.5] * 9  # gains 0, 0.01, ..., 0.08: higher on 8, smallest 0.010
+    unet["iou"] = [0.3] * 9
+    base["iou"] = [0.3] * 8 + [0.2]  # higher on 1, tied on the other 8
+    if res.get("instance"):
+        res["instance"]["postprocess"] = {"sem_threshold": 0.6, "core_level": 3.0, "min_size": 0}
+    m = _macros(numbers_macros(res))
+    assert m["UNetBeatsBaseConvCount"] == "8" and m["UNetSmallestGain"] == f"0.010 on {names[1]}"
+    assert m["UNetBeatsBaseConvIoUCount"] == "1"
+    assert all(n in m["UNetTiesIoU"] for n in names[:8]) and names[8] not in m["UNetTiesIoU"]
+    if res.get("instance"):
+        assert m["InstGridEdge"] == "the mask threshold (0.6) is the largest in its grid"
+        res["instance"]["postprocess"] |= {"sem_threshold": 0.4}
+        assert "InstGridEdge" not in _macros(numbers_macros(res))
+
+
+def test_per_class_caption_explains_a_dash_only_when_one_is_shown():
+    res = copy.deepcopy(_results())
+    assert "a dash" not in table_per_class(res, "ap", "test")
+    res["models"]["unet"]["test"]["ap"][0] = None  # a class without ground-truth pixels
+    res["models"]["unet"]["test"]["iou"][0] = None
+    assert "(a dash: no ground-truth pixel of the class)" in table_per_class(res, "ap", "test")
+    iou = table_per_class(res, "iou", "test")
+    assert "(a dash: class absent from ground truth and prediction)" in iou
