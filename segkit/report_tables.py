@@ -270,7 +270,7 @@ def table_ablation(results: dict) -> str:
             f"the lever study, the {model} trained for {levers[0]['epochs']} epochs per setting"
         )
     if models:
-        parts.append("each model of Table~\\ref{tab:models} with its recipe")
+        parts.append("each model of Q6 and Q7 with its recipe")
     return _tabular(
         ["Run", "Setting", "AP", "mIoU", "acc", *(n for _, n in ABLATION_VARIANTS)],
         rows,
