@@ -9,6 +9,8 @@ from torch.optim.swa_utils import AveragedModel
 
 from .config import InstanceConfig, TrainConfig
 
+SGD_MOMENTUM = 0.9  # optimizer="sgd": torch SGD with this momentum
+
 
 def warmup_length(warmup_steps: int, steps: int) -> int:
     """The linear warm-up a run of ``steps`` optimiser steps gets: ``warmup_steps``, capped at a
@@ -30,7 +32,9 @@ def build_optimizer(cfg: TrainConfig | InstanceConfig, model: torch.nn.Module, s
     if cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     elif cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(
+            params, lr=cfg.lr, momentum=SGD_MOMENTUM, weight_decay=cfg.weight_decay
+        )
     else:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'adamw' or 'sgd'")
     if cfg.scheduler == "cosine":

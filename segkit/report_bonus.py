@@ -13,7 +13,7 @@ from .instance import SELECT_METRIC as WATERSHED_SELECT
 from .losses import default_level_weights
 from .maskrcnn import POSTPROCESS_GRID as MASKRCNN_GRID
 from .metrics.mask_ap import CI_LEVEL
-from .optim import run_warmup_steps
+from .optim import SGD_MOMENTUM, run_warmup_steps
 from .report_tables import (
     INSTANCE_METHODS,
     fmt,
@@ -135,6 +135,11 @@ def _config_macros(p: str, saved: dict, train_images: int) -> dict[str, str]:
     for field in CONFIG_FIELDS:
         if isinstance(cfg.get(field), (int, float)):
             out[f"{p}{_camel(field)}"] = f"{cfg[field]:g}"
+    if cfg.get("optimizer") in OPTIMIZER_WORDS:
+        out[f"{p}Optimizer"] = OPTIMIZER_WORDS[cfg["optimizer"]]
+    if cfg.get("aug_scale"):
+        lo, hi = cfg["aug_scale"]
+        out[f"{p}AugScale"] = f"{lo:g} to {hi:g}"
     if train_images and {"epochs", "batch_size", "warmup_steps"} <= cfg.keys():
         out[f"{p}WarmupSteps"] = str(run_warmup_steps(cfg, train_images))  # as capped
     metric = WATERSHED_SELECT if cfg.get("task") == "watershed" else cfg.get("select_metric")
@@ -164,7 +169,9 @@ def _grid_edge(chosen: dict, grid: dict[str, tuple]) -> str | None:
 
 # config fields the bonus's prose quotes (as \MrcnnShortSide, \InstShortSide, ...)
 CONFIG_FIELDS = ("short_side", "max_size", "fpn_channels", "frozen_stages", "lr", "batch_size",
-                 "rois_per_image", "warmup_steps", "anchor_size")  # fmt: skip
+                 "rois_per_image", "warmup_steps", "anchor_size", "crop_size", "flip_p",
+                 "weight_decay")  # fmt: skip
+OPTIMIZER_WORDS = {"adamw": "AdamW", "sgd": f"SGD with momentum {SGD_MOMENTUM:g}"}
 SELECT_WORDS = {"val_loss": "the lowest val loss", "val_ap": "the highest val mask AP",
                 "last": "the last epoch"}  # fmt: skip
 EPOCH_GAIN = 0.01  # val AP gained over the second half of training that reads as a rise
@@ -245,7 +252,13 @@ def _clearest(ci_a: dict, ci_b: dict, a: dict, b: dict) -> str:
     leader = "Mask R-CNN" if b[key] > a[key] else "the watershed model"
     g = gap(key)
     how = f"do not overlap (a gap of {fmt(g)})" if g > 0 else f"overlap by only {fmt(-g)}"
-    return f"{leader}'s lead is clearest on {METRIC_WORDS[key]}, where the two intervals {how}"
+    paired = (
+        "" if key == "ap" else "; these are separate intervals: only mask AP has the paired test"
+    )
+    return (
+        f"{leader}'s lead is clearest on {METRIC_WORDS[key]}, where the two intervals {how}"
+        + paired
+    )
 
 
 def ablation_macros(ablation: dict | None) -> dict[str, str]:

@@ -21,7 +21,7 @@ from .constants import SPLIT_SIZES
 from .optim import run_warmup_steps
 from .report_bonus import instance_macros
 from .report_intro import reproduce_macros, setup_macros, training_time_macros
-from .report_q1 import augmentation_macros, sweep_macros, weighting_macros
+from .report_q1 import augmentation_macros, skips_noise_macros, sweep_macros, weighting_macros
 from .report_tables import (
     MODEL_LABELS,
     WRITEUP_AP,
@@ -280,9 +280,11 @@ def lever_macros(results: dict) -> Macros:
     measured += [(r, r.get("ablation") or {}) for r in levers]
     for lever, key in (("TTA", "no_tta"), ("EMA", "no_ema")):
         gains = [m["mean_ap"] - a[key]["mean_ap"] for m, a in measured if key in a]
-        if gains:  # "+0.005" or "-0.001 to +0.002"
+        if gains:  # "+0.005" or "-0.001 to +0.002", and whether its sign held in every run
             lo, hi = (f"{g:+.3f}".replace("-", "$-$") for g in (min(gains), max(gains)))
             out[f"{lever}GainRange"] = lo if lo == hi else f"{lo} to {hi}"
+            sign = "up" if min(gains) > 0 else "down" if max(gains) < 0 else None
+            out[f"{lever}GainSign"] = f"{sign} in every run" if sign else "no consistent sign"
     return out
 
 
@@ -395,7 +397,7 @@ def comparison_macros(results: dict) -> Macros:
 SECTIONS: tuple[Callable[[dict], Macros], ...] = (
     setup_macros, model_macros, baseline_macros, augmentation_macros, sweep_macros, seed_macros,
     loss_macros, weighting_macros, recipe_macros, lever_macros, budget_macros, training_time_macros,
-    comparison_macros, instance_macros, reproduce_macros,
+    comparison_macros, skips_noise_macros, instance_macros, reproduce_macros,
 )  # fmt: skip
 
 

@@ -1,7 +1,8 @@
 """The macros that read results against seed noise, for ``generated/numbers.tex``
 (:mod:`segkit.report_numbers`): Q1's augmentation study and the sweep of ``segkit study --sweep``
 (``augment_sweep.json``), with a factor's range against the seed spread measured under the same
-configuration; Q4's class weighting against the spreads of the seed study and the sweep."""
+configuration; Q4's class weighting against the spreads of the seed study and the sweep; Q6's
+UNet-over-BaseConv lead against the seed study's UNet spread."""
 
 from __future__ import annotations
 
@@ -98,6 +99,9 @@ def sweep_macros(results: dict) -> Macros:
     out |= _factor(sweep["flip"], "flip_p", spread, "SweepFlip")
     out |= _factor(sweep["crop"], "crop_min", spread, "SweepCrop")
     out["SweepConclusion"] = _conclusion(out["SweepFlipVerdict"], out["SweepCropVerdict"])
+    points = sweep["flip"] + sweep["crop"]
+    if max(r["mean_ap"] for r in points) <= max(seeds):  # no setting beat the centre's seeds
+        out["SweepNoneAboveSeeds"] = ""
     aug = results.get("augmentation") or []
     if aug:
         aps = [r["mean_ap"] for r in aug]
@@ -160,6 +164,13 @@ def weighting_macros(results: dict) -> Macros:
             f"the difference{'s' * many} in {join_words(words)} {'are' if many else 'is'} {where}"
         )
     text = "; ".join(parts)
+    flags = (
+        {"WeightingAPWithin": ""}
+        if _against(
+            abs(round(sqrt["mean_ap"], 3) - round(inverse["mean_ap"], 3)), "mean_ap", noise
+        ).startswith("within")
+        else {}
+    )
     if all(w.startswith("within") for w in groups):
         end = "With one run per setting, none of these differences is established."
     else:
@@ -167,7 +178,7 @@ def weighting_macros(results: dict) -> Macros:
             "Each setting is one run, so a difference beyond the seed noise measured here is a "
             "lead for more seeds to confirm, not an established gain."
         )
-    return {"WeightingVerdict": f"{text[0].upper()}{text[1:]}. {end}"}
+    return {"WeightingVerdict": f"{text[0].upper()}{text[1:]}. {end}", **flags}
 
 
 def _conclusion(flip: str, crop: str) -> str:
@@ -184,3 +195,29 @@ def _conclusion(flip: str, crop: str) -> str:
         f"Only {' and '.join(beyond)} moved val AP by more than the seed spread; with one seed "
         "per point that is one measurement per setting, a lead to repeat, not a ranking."
     )
+
+
+def skips_noise_macros(results: dict) -> Macros:
+    """Q6: UNet's lead over BaseConv in mean AP (val and test) against the spread of the seed
+    study's UNet runs, as one sentence (\\UNetLeadSentence)."""
+    seeds = results.get("seeds")
+    seeds = seeds if isinstance(seeds, list) else [seeds] if seeds else []
+    unet = next((e for e in seeds if e.get("model") == "unet"), None)
+    models = results.get("models", {})
+    aps = [r["mean_ap"] for r in (unet or {}).get("runs") or []]
+    if len(aps) < 2 or not (models.get("unet") and models.get("baseconv")):
+        return {}
+    spread = max(aps) - min(aps)
+    val, test = (
+        models["unet"][s]["mean_ap"] - models["baseconv"][s]["mean_ap"] for s in ("val", "test")
+    )
+    noise = (
+        f"the spread of {len(aps)} seeds of a {unet.get('epochs', '?')}-epoch UNet run "
+        f"({fmt(spread)}, the seed study)"
+    )
+    lead = f"UNet's lead over BaseConv in mean AP ({fmt(val)} on val, {fmt(test)} on test)"
+    if min(val, test) > spread:
+        text = f"{lead} exceeds {noise}, a noise level measured on a short run, not these budgets."
+    else:
+        text = f"{lead} does not exceed {noise} on both splits, so it is not established."
+    return {"UNetLeadSentence": text}

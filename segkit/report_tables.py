@@ -356,7 +356,12 @@ def table_instance(results: dict) -> str:
         "Bonus: Penn-Fudan instance segmentation, test split, COCO-style mask AP@[.5:.95]; "
         "best-match IoU: mean over ground-truth people of the best predicted mask's IoU; Min: "
         "training wall time in minutes"
-        + ("; ms/img: inference time per test image" if timed else "")
+        + (
+            "; ms/img: inference and post-processing time per test image, timed once in the "
+            "run's evaluation (other load on the machine can change it severalfold)"
+            if timed
+            else ""
+        )
         + "."
         + note,
         "tab:instance",

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import average_precision_score, confusion_matrix
+from sklearn.metrics import average_precision_score, confusion_matrix, jaccard_score
 
 from segkit.constants import IGNORE_INDEX
 from segkit.metrics import (
@@ -100,12 +100,13 @@ def test_compute_confusion_matrix_matches_sklearn(as_torch):
     preds = rng.random((3, 5, 10, 12)).astype(np.float32)
     preds[:, 4] = -1.0  # ... and is never predicted: sklearn needs labels= to keep its row
     ref = confusion_matrix(gts.ravel(), preds.argmax(1).ravel(), labels=range(5))
+    jaccard = jaccard_score(gts.ravel(), preds.argmax(1).ravel(), labels=range(4), average=None)
     if as_torch:
         gts, preds = torch.from_numpy(gts), torch.from_numpy(preds)
     iou, conf = compute_confusion_matrix(gts, preds)
     assert isinstance(conf, np.ndarray) and conf.shape == (5, 5)
     np.testing.assert_array_equal(conf, ref)
-    np.testing.assert_allclose(iou[:4], iou_per_class(ref)[:4])
+    np.testing.assert_allclose(iou[:4], jaccard)  # IoU = TP / (TP + FP + FN): sklearn's Jaccard
     assert math.isnan(iou[4])
 
 

@@ -725,7 +725,7 @@ def test_paired_verdict_and_clearest_metric_follow_the_intervals():
         "ap50"] else "the watershed model"  # fmt: skip
     assert m["CompareClearest"] == (
         f"{leader}'s lead is clearest on AP50, where the two intervals do not overlap (a gap of "
-        "0.010)"
+        "0.010); these are separate intervals: only mask AP has the paired test"
     )
     full["instance_comparison"]["paired"]["diff_ci"] = [0.01, 0.07]
     assert _macros(numbers_macros(full))["PairedVerdict"] == "Mask R-CNN is ahead on mask AP"
