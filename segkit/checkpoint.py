@@ -223,3 +223,14 @@ def restore_training_state(
         scaler.load_state_dict(ck["scaler"])
     _set_rng_state(ck["rng"], loader)
     return ck["history"], ck["epoch"] + 1, ck.get("best"), ck.get("best_epoch", -1)
+
+
+def last_good_note(last_path: Path | None) -> str:
+    """What a diverged run left behind, for its error message: the last good checkpoint (the
+    ``_last.pt`` of the epoch before) or that none was written."""
+    if last_path is None:
+        return ""
+    if last_path.is_file():
+        epoch_kept = load_checkpoint(last_path)["epoch"] + 1
+        return f"; the last good checkpoint is {last_path} (epoch {epoch_kept})"
+    return "; no epoch finished, so no checkpoint was written"

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (
     last_checkpoint,
+    last_good_note,
     load_checkpoint,
     restore_training_state,
     save_training_state,
@@ -365,26 +366,18 @@ def train(
                 "lr": optimizer.param_groups[0]["lr"],
             }
             if valloader is not None:
-                try:
-                    val = validate_model(
-                        model if ema is None else ema.module, valloader, criterion, None,
-                        num_classes, amp=amp, channels_last=channels_last, cpu_bf16=cpu_bf16,
-                    )  # fmt: skip
-                except DivergenceError as e:
-                    lr = optimizer.param_groups[0]["lr"]
-                    raise DivergenceError(f"{where} (lr {lr:.3g}): {e}") from None
+                val = _validate_epoch(
+                    model if ema is None else ema.module, valloader, criterion, num_classes,
+                    where=f"{where} (lr {row['lr']:.3g})", amp=amp, channels_last=channels_last,
+                    cpu_bf16=cpu_bf16,
+                )  # fmt: skip
                 row.update({f"val_{k}": v for k, v in val.items()})
                 if plateau:
                     scheduler.step(val["loss"])
             row["seconds"] = time.perf_counter() - t0
             for k, v in row.items():
                 history.setdefault(k, []).append(v)
-            metric = select_metric if select_metric in row else "train_loss"
-            if metric != select_metric and valloader is not None:
-                raise ValueError(
-                    f"select_metric {select_metric!r} is not computed (have {sorted(row)}); pass "
-                    "num_classes for val_map/val_miou, or use 'val_loss'"
-                )
+            metric = _selection_metric(select_metric, row, valloader is not None)
             improved = _better(metric, row[metric], best)
             if improved:
                 best, best_epoch = row[metric], epoch
@@ -399,20 +392,37 @@ def train(
                 log(f"{name}: no improvement of {select_metric} for {num_early_stop} epochs; stop")
                 break
     except DivergenceError as e:
-        if last_path is None:
-            kept = ""
-        elif last_path.is_file():
-            epoch_kept = load_checkpoint(last_path)["epoch"] + 1
-            kept = f"; the last good checkpoint is {last_path} (epoch {epoch_kept})"
-        else:
-            kept = "; no epoch finished, so no checkpoint was written"
-        raise DivergenceError(f"{e}{kept}") from None
+        raise DivergenceError(f"{e}{last_good_note(last_path)}") from None
     finally:
         bar.close()
     if save_path is not None and valloader is not None and save_path.is_file():
         model.load_state_dict(load_checkpoint(save_path)["model"])
     history["best_epoch"] = best_epoch + 1
     return model, history
+
+
+# fmt: off
+def _validate_epoch(model: nn.Module, valloader: Iterable, criterion: Criterion,
+                    num_classes: int | None, where: str, **precision: bool) -> dict[str, float]:
+    """One epoch's validation (``precision``: amp, channels_last, cpu_bf16); a non-finite loss
+    names the run, epoch and learning rate (``where``)."""
+    try:
+        return validate_model(model, valloader, criterion, None, num_classes, **precision)
+    except DivergenceError as e:
+        raise DivergenceError(f"{where}: {e}") from None
+# fmt: on
+
+
+def _selection_metric(select_metric: str, row: dict, validated: bool) -> str:
+    """The key that picks the best epoch: ``select_metric``, else the training loss (no val)."""
+    if select_metric in row:
+        return select_metric
+    if validated:
+        raise ValueError(
+            f"select_metric {select_metric!r} is not computed (have {sorted(row)}); pass "
+            "num_classes for val_map/val_miou, or use 'val_loss'"
+        )
+    return "train_loss"
 
 
 def _epoch_line(name: str, row: dict, epochs: int, history: dict) -> str:
