@@ -355,3 +355,17 @@ def test_a_finished_run_in_a_renamed_folder_is_reused_but_not_a_changed_one(tmp_
     assert finished_results(new, moved) is not None
     with pytest.raises(CheckpointError, match="tta"):
         finished_results(new, {**moved, "tta": True})
+
+
+def test_select_metric_validation_does_not_compute_is_one_clear_error(tmp_path):
+    """val_map needs num_classes: asking for it without them stops before any checkpoint is kept;
+    without a valloader the training loss picks the epoch."""
+    model, opt, loader = _setup()
+    val = make_loader(_synthetic(4, seed=1), 4, shuffle=False)
+    with pytest.raises(ValueError, match="'val_map' is not computed.*pass num_classes"):
+        train(model, opt, cross_entropy_criterion, loader, torch.device("cpu"), epochs=1,
+              valloader=val, select_metric="val_map", progress=False)  # fmt: skip
+    _, history = train(model, opt, cross_entropy_criterion, loader, torch.device("cpu"), epochs=2,
+                       select_metric="val_map", progress=False)  # fmt: skip
+    best = min(range(2), key=lambda i: history["train_loss"][i])
+    assert history["best_epoch"] == best + 1
