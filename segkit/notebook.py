@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from .experiment import load_run_model
 from .report import load_results
-from .report_numbers import lever_text
+from .report_tables import lever_text
 from .utils import SegkitError
 from .viz import show_predictions
 

@@ -74,7 +74,7 @@ def training_time_macros(results: dict) -> Macros:
         out["TrainMinutesList"] = (
             said[0] if len(said) == 1 else (", ".join(said[:-1]) + " and " + said[-1])
         )
-    out["TrainMinutesAll"] = fmt(sum(parts.values()), 0)
+    out["TrainMinutesAll"] = str(sum(round(m) for m in parts.values()))  # adds up as printed
     return out
 
 

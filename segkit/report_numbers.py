@@ -15,7 +15,7 @@ import re
 import statistics
 from collections.abc import Callable
 
-from .config import PROTOCOL_EPOCHS, field_defaults
+from .config import PROTOCOL_EPOCHS
 from .config import model_label as _config_label
 from .constants import SPLIT_SIZES
 from .optim import run_warmup_steps
@@ -30,6 +30,7 @@ from .report_tables import (
     encoder_init,
     fmt,
     join_words,
+    lever_text,
     tex_escape,
 )
 
@@ -61,14 +62,6 @@ def _count(n: int) -> str:
 
 def _label(key: str) -> str:
     return tex_escape(MODEL_LABELS.get(key, _config_label(key)))
-
-
-def lever_text(levers: dict) -> str:
-    """A run's levers (``class_weighting``, ``ema_decay``, ``tta``) in words, for the prose."""
-    lv = {**field_defaults(levers), **levers}  # a field it lacks: today's default (config)
-    ema = "EMA" if lv["ema_decay"] else "no EMA"
-    tta = "flip TTA" if lv["tta"] else "no TTA"
-    return f"{lv['class_weighting']} class weights, {ema}, {tta}"
 
 
 def _per_class(results: dict, name: str, split: str = "test", key: str = "ap") -> list:
@@ -300,8 +293,8 @@ def budget_macros(results: dict) -> Macros:
         out["StillImprovingModels"] = join_words(improving)
         out["StillImprovingSentence"] = (
             f"For {which} models ({join_words(improving)}) the best val epoch was the last one "
-            "run. Under a cosine schedule that ends near a learning rate of zero this is common, "
-            "so it says only that longer training might still help, not by how much."
+            "run. Under a cosine schedule that ends near a learning rate of zero this is expected, "
+            "so it does not show whether longer training would help, nor by how much."
         )
     else:
         out["StillImprovingSentence"] = (

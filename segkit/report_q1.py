@@ -10,7 +10,7 @@ import re
 import statistics
 
 from .config import model_label as _config_label
-from .report_tables import distinct, fmt, join_words, tex_escape
+from .report_tables import distinct, fmt, join_words, lever_text, tex_escape
 
 Macros = dict[str, str]
 
@@ -100,13 +100,23 @@ def sweep_macros(results: dict) -> Macros:
     out |= _factor(sweep["crop"], "crop_min", spread, "SweepCrop")
     out["SweepConclusion"] = _conclusion(out["SweepFlipVerdict"], out["SweepCropVerdict"])
     points = sweep["flip"] + sweep["crop"]
-    if max(r["mean_ap"] for r in points) <= max(seeds):  # no setting beat the centre's seeds
+    if max(r["mean_ap"] for r in points) <= max(seeds):  # no single run above the seeds' range
         out["SweepNoneAboveSeeds"] = ""
+    below = [r for r in points if r["mean_ap"] < min(seeds)]  # under every seed of the centre
+    if below:
+        out["SweepBelowSeeds"] = join_words([_setting(r, centre) for r in below])
     aug = results.get("augmentation") or []
     if aug:
         aps = [r["mean_ap"] for r in aug]
         out["SweepAugVerdict"] = _verdict(max(aps) - min(aps), spread)
     return out
+
+
+def _setting(row: dict, centre: dict) -> str:
+    """A sweep point in words: the factor it changes from the centre, and its val AP."""
+    if row["crop_min"] != centre["crop_min"]:
+        return f"$s={row['crop_min']:g}$ ({fmt(row['mean_ap'])})"
+    return f"$p={row['flip_p']:g}$ ({fmt(row['mean_ap'])})"
 
 
 def _spread(runs: list[dict], metric: str) -> float:
@@ -211,13 +221,17 @@ def skips_noise_macros(results: dict) -> Macros:
     val, test = (
         models["unet"][s]["mean_ap"] - models["baseconv"][s]["mean_ap"] for s in ("val", "test")
     )
+    recipe = f" with {lever_text(unet['levers'])}" if unet.get("levers") else ""
     noise = (
-        f"the spread of {len(aps)} seeds of a {unet.get('epochs', '?')}-epoch UNet run "
+        f"the spread of {len(aps)} seeds of a {unet.get('epochs', '?')}-epoch UNet run{recipe} "
         f"({fmt(spread)}, the seed study)"
     )
     lead = f"UNet's lead over BaseConv in mean AP ({fmt(val)} on val, {fmt(test)} on test)"
     if min(val, test) > spread:
-        text = f"{lead} exceeds {noise}, a noise level measured on a short run, not these budgets."
+        text = (
+            f"{lead} exceeds {noise}, a noise level measured on a shorter run of another recipe, "
+            "so it is an indication, not a measurement, of these runs' noise."
+        )
     else:
         text = f"{lead} does not exceed {noise} on both splits, so it is not established."
     return {"UNetLeadSentence": text}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from .config import DEFAULT_WEIGHTS, MODEL_TABLE, SEMANTIC_MODELS
+from .config import DEFAULT_WEIGHTS, MODEL_TABLE, SEMANTIC_MODELS, field_defaults
 from .config import model_label as _config_label
 from .study import MASKRCNN_RECIPE, maskrcnn_recipe_mean
 
@@ -416,3 +416,11 @@ def distinct(values) -> list:
         if v is not None and v not in out:
             out.append(v)
     return out
+
+
+def lever_text(levers: dict) -> str:
+    """A run's levers (``class_weighting``, ``ema_decay``, ``tta``) in words, for the prose."""
+    lv = {**field_defaults(levers), **levers}  # a field it lacks: today's default (config)
+    ema = "EMA" if lv["ema_decay"] else "no EMA"
+    tta = "flip TTA" if lv["tta"] else "no TTA"
+    return f"{lv['class_weighting']} class weights, {ema}, {tta}"

@@ -84,12 +84,15 @@ def test_sweep_verdicts_follow_the_numbers():
     assert m["SweepSpread"] == "0.060" and m["SweepFlipRange"] == "0.020"
     assert m["SweepFlipVerdict"] == m["SweepCropVerdict"] == "within"
     assert "neither factor" in m["SweepConclusion"] and m["SweepRuns"] == "12"
+    assert "SweepBelowSeeds" not in m and "SweepNoneAboveSeeds" in m  # all within [0.58, 0.64]
     assert "the 2-core CPU, one torch thread per run" in m["SweepMinutesSentence"]
     loud = _sweep([0.40, 0.61, 0.62, 0.60, 0.61], [0.60, 0.62, 0.62, 0.61, 0.60],
                   [0.62, 0.61, 0.62, 0.60])  # fmt: skip
     m = sweep_macros({"augment_sweep": loud})
     assert m["SweepFlipVerdict"] == "larger than" and m["SweepCropVerdict"] == "within"
     assert m["SweepFlipWorst"] == "0" and "Only the flip probability" in m["SweepConclusion"]
+    assert m["SweepBelowSeeds"] == "$p=0$ (0.400)"  # the one run under every seed (0.60 to 0.62)
+    assert "SweepNoneAboveSeeds" in m
     fig = plot_augment_sweep(loud)
     assert len(fig.axes) == 2
 
