@@ -376,6 +376,8 @@ def comparison_macros(results: dict) -> Macros:
         if ranked:
             best_of[split] = max(ranked)[1]
             out[f"Best{split.capitalize()}Model"] = _label(best_of[split])
+    if best_of.get("val") == best_of.get("test") == "effnet_unet":
+        out["EffNetBestOfAll"] = ""  # Q7's paragraph on it can say "it"
     if len(best_of) == 2:  # one sentence that reads well whether or not the two agree
         val, test = (_label(best_of[s]) for s in ("val", "test"))
         out["BestModelSentence"] = (

@@ -560,11 +560,13 @@ def test_best_model_sentence_reads_well_either_way():
     sentence = macros["BestModelSentence"]
     if val == test:
         assert sentence == f"the {_label(val)} is the best model on both val and test"
+    assert ("EffNetBestOfAll" in macros) == (val == test == "effnet_unet")  # Q7 then says "it"
     # make another model best on test: the sentence names both, each once
     other = next(k for k in res["models"] if k != val)
     res["models"][other]["test"]["mean_ap"] = 1.0
     sentence = _macros(numbers_macros(res))["BestModelSentence"]
     assert sentence == f"the best model on val is the {_label(val)}, on test the {_label(other)}"
+    assert "EffNetBestOfAll" not in _macros(numbers_macros(res))
 
 
 def test_resnet_budget_macros_follow_the_numbers():
