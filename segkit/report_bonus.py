@@ -261,6 +261,19 @@ def _clearest(ci_a: dict, ci_b: dict, a: dict, b: dict) -> str:
     )
 
 
+def _score_tie(rows: list[dict]) -> dict[str, str]:
+    """When several score thresholds tie on val AP and AP50 (the selection's first two keys),
+    the range they span: the choice among them fell to the fewest detections."""
+    best = max(rows, key=lambda r: (r["ap"], r["ap50"]))
+    tied = sorted(
+        r["score_threshold"] for r in rows if (r["ap"], r["ap50"]) == (best["ap"], best["ap50"])
+    )
+    if len(tied) < 2:
+        return {}
+    text = f"val AP is the same ({fmt(best['ap'])}) for every score threshold from {tied[0]:g} "
+    return {"AblScoreTie": text + f"to {tied[-1]:g}, so the one keeping the fewest detections won"}
+
+
 def ablation_macros(ablation: dict | None) -> dict[str, str]:
     """The Mask R-CNN ablation on val: AP after half the epochs and at the end, the AP range
     over each threshold and over the inference resolution, the best resolution."""
@@ -277,6 +290,7 @@ def ablation_macros(ablation: dict | None) -> dict[str, str]:
     for key in ("mask_threshold", "score_threshold", "inference_short_side"):
         aps = [r["ap"] for r in ablation[key]]
         out[f"Abl{_camel(key)}Range"] = fmt(max(aps) - min(aps))
+    out |= _score_tie(ablation["score_threshold"])
     res = ablation["inference_short_side"]
     best = max(res, key=lambda r: r["ap"])
     trained = next((r for r in res if r["short_side"] == ablation["trained_short_side"]), None)

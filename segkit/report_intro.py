@@ -48,7 +48,7 @@ def setup_macros(results: dict) -> Macros:
     word = "thread" if threads == "1" else "threads"
     said = " or ".join(threads.split("/"))  # "1/2" -> "1 or 2"
     return {
-        "Hardware": tex_escape(run_hardware(results)),
+        "Hardware": tex_escape(merge_threads(run_hardware(results))),
         "RunCores": cores,
         "RunThreads": threads,
         "RunThreadsText": f"{said} torch {word}",
@@ -144,6 +144,21 @@ def run_hardware(results: dict) -> str:
     used = sorted({r["hardware"] for r in runs if r and r.get("hardware")})
     text = "; ".join(used) or results.get("hardware", "?")
     return re.sub(r"\b1 (core|torch thread)s\b", r"1 \1", text)  # "1 torch thread", not "threads"
+
+
+def merge_threads(hardware: str) -> str:
+    """Hardware lines that differ only in their torch thread count, as one line for the prose:
+    ``CPU x86_64 (2 cores, 1 or 2 torch threads), torch 2.14.1``."""
+    pattern = r"(\d+) torch threads?"
+    groups: dict[str, list[str]] = {}
+    for line in hardware.split("; "):
+        groups.setdefault(re.sub(pattern, "{}", line), []).extend(re.findall(pattern, line))
+    out = []
+    for key, counts in groups.items():
+        counts = sorted(set(counts), key=int)
+        word = "thread" if counts == ["1"] else "threads"
+        out.append(key.replace("{}", f"{' or '.join(counts)} torch {word}") if counts else key)
+    return "; ".join(out)
 
 
 def run_cores_threads(results: dict) -> tuple[str, str]:

@@ -340,7 +340,13 @@ def comparison_macros(results: dict) -> Macros:
     out: Macros = {}
     if "unet" in models and "baseconv" in models and names:
         gains = _class_gains(_per_class(results, "unet"), _per_class(results, "baseconv"), names)
-        out["UNetBeatsBaseConvCount"] = str(sum(g > 0 for g, _ in gains))
+        wins = sum(g > 0 for g, _ in gains)
+        out["UNetBeatsBaseConvCount"] = str(wins)
+        out["UNetBeatsBaseConvClasses"] = (
+            f"all {len(names)} classes"
+            if wins == len(names)
+            else f"{wins} of the {len(names)} classes"
+        )
         out["UNetGainClasses"] = join_words([n for g, n in gains[:2] if g > 0] or ["none"])
         if any(g > 0 for g, _ in gains):  # single runs: the smallest gap the count includes
             g, n = min((g, n) for g, n in gains if g > 0)

@@ -6,6 +6,7 @@ UNet-over-BaseConv lead against the seed study's UNet spread."""
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 
@@ -45,9 +46,16 @@ def _where(hardware: str) -> str:
     return f"the {m[1]}-core CPU, {threads} per run"
 
 
+# a range over several single-seed settings is read as clearly beyond seed noise only past this
+# multiple of the seeds' spread: five runs with no effect at all span about as much as four seeds
+CLEAR_FACTOR = 1.5
+
+
 def _verdict(span: float, spread: float) -> str:
     """A factor's range in words against the seed spread of the same configuration."""
-    return "larger than" if span > spread else "within"
+    if span <= spread:
+        return "within"
+    return "well beyond" if span > CLEAR_FACTOR * spread else "about the size of"
 
 
 def _factor(rows: list[dict], key: str, spread: float, prefix: str) -> Macros:
@@ -145,93 +153,117 @@ def _noise_runs(results: dict) -> list[tuple[str, list[dict]]]:
 WEIGHTING_METRICS = (("mean_ap", "AP"), ("miou", "mIoU"), ("pixel_acc", "pixel accuracy"))
 
 
+def _diff_sd(runs: list[dict], metric: str) -> float:
+    """The standard deviation of the difference between two single runs of one configuration:
+    sqrt(2) times the seeds' standard deviation."""
+    return math.sqrt(2) * statistics.stdev(r[metric] for r in runs)
+
+
 def _against(diff: float, key: str, noise: list[tuple[str, list[dict]]]) -> str:
-    """Where a difference lies against one or two seed spreads, in words."""
-    beyond = [label for label, seeds in noise if diff > _spread(seeds, key)]
+    """Where a difference of two single runs lies against two standard deviations of that
+    difference under each noise source, in words."""
+    beyond = [label for label, seeds in noise if diff > 2 * _diff_sd(seeds, key)]
     if len(noise) == 1:
-        return f"{'beyond' if beyond else 'within'} the seed spread"
+        return f"{'beyond' if beyond else 'within'} two of those standard deviations"
     if len(beyond) in (0, len(noise)):
-        return f"{'beyond' if beyond else 'within'} both spreads"
-    return f"beyond only the spread {beyond[0]}"
+        return f"{'beyond' if beyond else 'within'} two of those standard deviations for both"
+    return f"beyond two of those standard deviations only {beyond[0]}"
 
 
 def weighting_macros(results: dict) -> Macros:
-    """Q4: the square root against inverse weights (the lever study, EMA and TTA on in both)
-    read against each seed spread: \\WeightingVerdict says which differences exceed which."""
+    """Q4: the square root against inverse weights (the lever study, EMA and TTA on in both),
+    each metric's difference read against the noise of a difference of two single runs under
+    each seed study (\\WeightingVerdict), and whether the AP difference stays within it."""
     runs = {r.get("key"): r for r in results.get("levers") or []}
     sqrt, inverse = runs.get("levers"), runs.get("levers_inverse")
     noise = _noise_runs(results)
     if not (sqrt and inverse and noise):
         return {}
-    groups: dict[str, list[str]] = {}
+    sds, groups = [], {}
     for key, word in WEIGHTING_METRICS:
+        sd = [fmt(_diff_sd(seeds, key)) for _, seeds in noise]
+        sds.append(f"{word} {' and '.join(sd)}")
         diff = abs(round(sqrt[key], 3) - round(inverse[key], 3))  # as the prose's numbers show
         groups.setdefault(_against(diff, key, noise), []).append(f"{word} ({fmt(diff)})")
+    which = ", then ".join(label for label, _ in noise)
+    text = (
+        "Two single runs of one configuration differ with a standard deviation of $\\sqrt2$ "
+        f"times the seeds' ({which}: {'; '.join(sds)}). "
+    )
     parts = []
     for where, words in groups.items():
         many = len(words) > 1
         parts.append(
             f"the difference{'s' * many} in {join_words(words)} {'are' if many else 'is'} {where}"
         )
-    text = "; ".join(parts)
-    flags = (
-        {"WeightingAPWithin": ""}
-        if _against(
-            abs(round(sqrt["mean_ap"], 3) - round(inverse["mean_ap"], 3)), "mean_ap", noise
-        ).startswith("within")
-        else {}
-    )
+    said = "; ".join(parts)
+    text += f"{said[0].upper()}{said[1:]}. "
     if all(w.startswith("within") for w in groups):
-        end = "With one run per setting, none of these differences is established."
+        text += "With one run per setting, none of these differences is established."
     else:
-        end = (
+        text += (
             "Each setting is one run, so a difference beyond the seed noise measured here is a "
             "lead for more seeds to confirm, not an established gain."
         )
-    return {"WeightingVerdict": f"{text[0].upper()}{text[1:]}. {end}", **flags}
+    ap = next(w for w, words in groups.items() if any(x.startswith("AP ") for x in words))
+    return {
+        "WeightingVerdict": text,
+        **({"WeightingAPWithin": ""} if ap.startswith("within") else {}),
+    }
 
 
 def _conclusion(flip: str, crop: str) -> str:
     """What the sweep supports, from the two verdicts (so the claim follows the numbers)."""
-    beyond = [w for w, v in (("the flip probability", flip), ("the crop area", crop))
-              if v != "within"]  # fmt: skip
-    if not beyond:
+    factors = (("the flip probability", flip), ("the crop area", crop))
+    beyond = [w for w, v in factors if v == "well beyond"]
+    if beyond:
         return (
-            "At this budget neither factor moves val AP by more than the seed spread, so the "
-            "sweep cannot rank these settings; the recipes' choice rests on common practice, "
-            "not on a gain measured here."
+            f"Only {' and '.join(beyond)} moved val AP well beyond the seed spread; with one seed "
+            "per point that is one measurement per setting, a lead to repeat, not a ranking."
+        )
+    sized = [w for w, v in factors if v == "about the size of"]
+    if sized:
+        return (
+            f"Neither factor's range clearly exceeds the seed noise ({' and '.join(sized)} "
+            "moved val AP by about the seed spread), so the sweep cannot rank these settings."
         )
     return (
-        f"Only {' and '.join(beyond)} moved val AP by more than the seed spread; with one seed "
-        "per point that is one measurement per setting, a lead to repeat, not a ranking."
+        "At this budget neither factor moves val AP by more than the seed spread, so the "
+        "sweep cannot rank these settings; the recipes' choice rests on common practice, "
+        "not on a gain measured here."
     )
 
 
 def skips_noise_macros(results: dict) -> Macros:
-    """Q6: UNet's lead over BaseConv in mean AP (val and test) against the spread of the seed
-    study's UNet runs, as one sentence (\\UNetLeadSentence)."""
+    """Q6: UNet's lead over BaseConv in mean AP (val and test) in standard deviations of the
+    difference between two single runs, from the seed study's UNet runs (\\UNetLeadSentence)."""
     seeds = results.get("seeds")
     seeds = seeds if isinstance(seeds, list) else [seeds] if seeds else []
     unet = next((e for e in seeds if e.get("model") == "unet"), None)
     models = results.get("models", {})
-    aps = [r["mean_ap"] for r in (unet or {}).get("runs") or []]
-    if len(aps) < 2 or not (models.get("unet") and models.get("baseconv")):
+    runs = (unet or {}).get("runs") or []
+    if len(runs) < 2 or not (models.get("unet") and models.get("baseconv")):
         return {}
-    spread = max(aps) - min(aps)
+    sd = _diff_sd(runs, "mean_ap")
     val, test = (
         models["unet"][s]["mean_ap"] - models["baseconv"][s]["mean_ap"] for s in ("val", "test")
     )
     recipe = f" with {lever_text(unet['levers'])}" if unet.get("levers") else ""
-    noise = (
-        f"the spread of {len(aps)} seeds of a {unet.get('epochs', '?')}-epoch UNet run{recipe} "
-        f"({fmt(spread)}, the seed study)"
+    text = (
+        f"UNet's lead over BaseConv in mean AP ({fmt(val)} on val, {fmt(test)} on test) is "
+        f"{val / sd:.1f} and {test / sd:.1f} times the standard deviation of a difference between "
+        f"two single runs, {fmt(sd)} ($\\sqrt2$ times that of {len(runs)} seeds of a "
+        f"{unet.get('epochs', '?')}-epoch UNet run{recipe}, the seed study). "
     )
-    lead = f"UNet's lead over BaseConv in mean AP ({fmt(val)} on val, {fmt(test)} on test)"
-    if min(val, test) > spread:
-        text = (
-            f"{lead} exceeds {noise}, a noise level measured on a shorter run of another recipe, "
-            "so it is an indication, not a measurement, of these runs' noise."
+    if min(val, test) >= 3 * sd:
+        text += (
+            "Noise of that size would rarely produce it, though it was measured on another recipe."
+        )
+    elif min(val, test) >= 2 * sd:
+        text += (
+            "That is suggestive, not established: the noise comes from few seeds of a shorter "
+            "run of another recipe."
         )
     else:
-        text = f"{lead} does not exceed {noise} on both splits, so it is not established."
+        text += "Seed noise alone could produce a lead of that size."
     return {"UNetLeadSentence": text}

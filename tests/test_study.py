@@ -89,12 +89,18 @@ def test_sweep_verdicts_follow_the_numbers():
     loud = _sweep([0.40, 0.61, 0.62, 0.60, 0.61], [0.60, 0.62, 0.62, 0.61, 0.60],
                   [0.62, 0.61, 0.62, 0.60])  # fmt: skip
     m = sweep_macros({"augment_sweep": loud})
-    assert m["SweepFlipVerdict"] == "larger than" and m["SweepCropVerdict"] == "within"
+    assert m["SweepFlipVerdict"] == "well beyond" and m["SweepCropVerdict"] == "within"
     assert m["SweepFlipWorst"] == "0" and "Only the flip probability" in m["SweepConclusion"]
     assert m["SweepBelowSeeds"] == "$p=0$ (0.400)"  # the one run under every seed (0.60 to 0.62)
     assert "SweepNoneAboveSeeds" in m
     fig = plot_augment_sweep(loud)
     assert len(fig.axes) == 2
+    # a range between one and 1.5 seed spreads is seed-sized, not an effect (spread 0.020 here)
+    sized = _sweep([0.60, 0.61, 0.625, 0.60, 0.61], [0.60, 0.62, 0.62, 0.61, 0.60],
+                   [0.62, 0.61, 0.62, 0.60])  # fmt: skip
+    m = sweep_macros({"augment_sweep": sized})
+    assert m["SweepFlipVerdict"] == "about the size of" and m["SweepCropVerdict"] == "within"
+    assert m["SweepConclusion"].startswith("Neither factor's range clearly exceeds the seed noise")
 
 
 def test_compare_instance_runs_reads_both_runs_matches(tmp_path, capsys):
@@ -176,30 +182,48 @@ def _lever(key: str, ap: float, iou: float, acc: float) -> dict:
     return {"key": key, "mean_ap": ap, "miou": iou, "pixel_acc": acc}
 
 
-def test_weighting_verdict_reads_each_difference_against_each_spread():
-    """Q4: the square root minus inverse weights, metric by metric, against the seed study's and
-    the sweep's spreads (hand-computed: AP 0.030, mIoU 0.060, accuracy 0.100)."""
-    levers = [_lever("levers", 0.63, 0.46, 0.80), _lever("levers_inverse", 0.60, 0.40, 0.70)]
+def test_weighting_verdict_reads_each_difference_against_two_run_noise():
+    """Q4: the square root minus inverse weights, metric by metric, against two standard
+    deviations of the difference of two single runs, sqrt(2) x the seeds' std, under the seed
+    study (without the levers) and the sweep's centre (with them). Hand-computed:
+    differences AP 0.030, mIoU 0.060, accuracy 0.250; two-run std, study: 0.070, 0.100, 0.100;
+    sweep: 0.037, 0.024, 0.021."""
+    levers = [_lever("levers", 0.63, 0.46, 0.95), _lever("levers_inverse", 0.60, 0.40, 0.70)]
     seeds = {"runs": [{"mean_ap": a, "miou": i, "pixel_acc": c}
-                      for a, i, c in ((0.50, 0.30, 0.60), (0.57, 0.40, 0.65))]}  # fmt: skip
-    sweep = _sweep([0.6] * 5, [0.6] * 5, [0.62, 0.58, 0.64, 0.60])  # AP spread 0.060
+                      for a, i, c in ((0.50, 0.30, 0.60), (0.57, 0.40, 0.70))]}  # fmt: skip
+    sweep = _sweep([0.6] * 5, [0.6] * 5, [0.62, 0.58, 0.64, 0.60])
     for row, (iou, acc) in zip(
         sweep["seeds"], ((0.40, 0.7), (0.42, 0.72), (0.44, 0.7), (0.41, 0.73)), strict=True
     ):
-        row |= {"miou": iou, "pixel_acc": acc}  # spreads 0.040 and 0.030
+        row |= {"miou": iou, "pixel_acc": acc}
     m = weighting_macros({"levers": levers, "seeds": seeds, "augment_sweep": sweep})
     text = m["WeightingVerdict"]
-    assert text.startswith("The difference in AP (0.030) is within both spreads")
-    assert "the difference in mIoU (0.060) is beyond only the spread with the levers" in text
-    assert "the difference in pixel accuracy (0.100) is beyond both spreads" in text
-    assert "a lead for more seeds to confirm" in text
-    # sweep rows without mIoU (an older file): the seed study alone, no sweep spreads
+    assert (
+        "(without the levers, then with the levers: AP 0.070 and 0.037; mIoU 0.100 and 0.024;"
+        in text
+    )
+    assert (
+        "The difference in AP (0.030) is within two of those standard deviations for both" in text
+    )
+    assert (
+        "the difference in mIoU (0.060) is beyond two of those standard deviations only with "
+        "the levers" in text
+    )
+    assert (
+        "the difference in pixel accuracy (0.250) is beyond two of those standard deviations "
+        "for both" in text
+    )
+    assert "a lead for more seeds to confirm" in text and "WeightingAPWithin" in m
+    # sweep rows without mIoU (an older file): the seed study alone
     bare = _sweep([0.6] * 5, [0.6] * 5, [0.62, 0.58, 0.64, 0.60])
     assert "SweepIoUSpread" not in sweep_macros({"augment_sweep": bare})
     m = weighting_macros({"levers": levers, "seeds": seeds, "augment_sweep": bare})
     text = m["WeightingVerdict"]
-    assert text.startswith("The differences in AP (0.030) and mIoU (0.060) are within the seed")
-    assert "the difference in pixel accuracy (0.100) is beyond the seed spread" in text
+    assert "The differences in AP (0.030) and mIoU (0.060) are within two of those standard" in text
+    assert (
+        "the difference in pixel accuracy (0.250) is beyond two of those standard deviations."
+        in text
+    )
     quiet = [_lever("levers", 0.61, 0.41, 0.71), _lever("levers_inverse", 0.60, 0.40, 0.70)]
     m = weighting_macros({"levers": quiet, "seeds": seeds, "augment_sweep": sweep})
     assert m["WeightingVerdict"].endswith("none of these differences is established.")
