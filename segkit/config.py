@@ -346,7 +346,7 @@ QUICK_INSTANCE: dict[str, Any] = dict(
     crop_size=128,
 )  # fmt: skip
 QUICK_MASKRCNN: dict[str, Any] = dict(
-    epochs=4, limit_train=16, limit_val=6, limit_test=6, short_side=160, max_size=288,
+    epochs=3, limit_train=12, limit_val=6, limit_test=6, short_side=160, max_size=288,
     warmup_steps=10,
 )  # fmt: skip
 QUICK_OUT_DIR = "runs/quick"  # quick runs never mix with real ones

@@ -308,7 +308,8 @@ def compare_instance_runs(
     return out
 
 
-ABLATION_SHORT_SIDES = (320, 400, 512, 640)  # inference resolutions tried on val
+# inference resolutions tried on val, as multiples of the trained short side (400: 320 to 640)
+ABLATION_SIDE_SCALES = (0.8, 1.0, 1.28, 1.6)
 
 
 def _grid_rows(grid: list[dict], fixed: str, value: float) -> list[dict]:
@@ -329,7 +330,7 @@ def maskrcnn_ablation(
     grid = json.loads((run_dir / "postprocess.json").read_text())["grid"]
     val = make_base(cfg, "val", data_dir)
     resolution = []
-    for side in ABLATION_SHORT_SIDES:
+    for side in (round(cfg.short_side * scale) for scale in ABLATION_SIDE_SCALES):
         long = round(side * cfg.max_size / cfg.short_side)
         model.transform.min_size, model.transform.max_size = (side,), long
         (m,), _, ms = evaluate_settings(model, val, [params])

@@ -40,6 +40,7 @@ def _last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a timed training bench: about 10 s
 def test_train_speed_prints_table_and_ratios(sbd_root: Path, tmp_path: Path) -> None:
     cmd = [sys.executable, str(TRAIN_SPEED), "--model", "baseconv", "--steps", "2", "--rounds",
            "1", "--batch-size", "2", "--threads", "1", "--device", "cpu"]  # fmt: skip

@@ -146,6 +146,7 @@ def test_repository_on_google_drive(repo_copy, tmp_path, monkeypatch):
     _installed_from(cells, mounted)
 
 
+@pytest.mark.slow  # a second venv install: about 11 s; the Drive path runs by default
 def test_uploaded_archive(repo_copy, tmp_path, monkeypatch):
     _, env = _kernel(tmp_path)
     with zipfile.ZipFile(tmp_path / "content" / "segkit-main.zip", "w") as z:

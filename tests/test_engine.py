@@ -254,6 +254,7 @@ def test_validate_model_metrics_and_mode(tmp_path):
     assert 0 <= out["pixel_acc"] <= 1 and 0 <= out["map"] <= 1
 
 
+@pytest.mark.slow  # 200 steps on real data: about 8 s; test_overfits_one_batch is the fast check
 def test_overfits_a_dataset_batch_to_near_zero_loss(data_root):
     from segkit.data import SegmentationDataset
 

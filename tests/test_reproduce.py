@@ -34,6 +34,11 @@ def test_quick_writes_every_table_and_figure(quick_run):
         levers_on = {"no_tta": over.get("tta"), "no_ema": over.get("ema_decay")}
         assert set(r["ablation"]) == {k for k, on in levers_on.items() if on}
     assert any(r["ablation"]["no_tta"]["mean_ap"] != r["mean_ap"] for r in levers if r["ablation"])
+    # the Mask R-CNN ablation's inference sides scale with its trained side (full: 320 to 640)
+    ablation = res["maskrcnn_ablation"]
+    sides = [r["short_side"] for r in ablation["inference_short_side"]]
+    trained = ablation["trained_short_side"]
+    assert sides == [round(trained * s) for s in (0.8, 1.0, 1.28, 1.6)] and trained in sides
     tex, figs, _ = report_inputs()
     missing = [name for name in tex + figs if not (gen / name).is_file()]
     assert not missing, missing
