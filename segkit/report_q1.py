@@ -1,8 +1,8 @@
 """The macros that read results against seed noise, for ``generated/numbers.tex``
 (:mod:`segkit.report_numbers`): Q1's augmentation study and the sweep of ``segkit study --sweep``
 (``augment_sweep.json``), with a factor's range against the seed spread measured under the same
-configuration; Q4's class weighting against the spreads of the seed study and the sweep; Q6's
-UNet-over-BaseConv lead against the seed study's UNet spread."""
+configuration; Q4's class weighting and Q6's UNet-over-BaseConv lead, each a difference of two
+single runs, against that difference's standard deviation under the seed studies."""
 
 from __future__ import annotations
 
