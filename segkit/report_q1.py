@@ -255,15 +255,28 @@ def skips_noise_macros(results: dict) -> Macros:
         f"two single runs, {fmt(sd)} ($\\sqrt2$ times that of {len(runs)} seeds of a "
         f"{unet.get('epochs', '?')}-epoch UNet run{recipe}, the seed study). "
     )
-    if min(val, test) >= 3 * sd:
-        text += (
-            "Noise of that size would rarely produce it, though it was measured on another recipe."
-        )
-    elif min(val, test) >= 2 * sd:
-        text += (
-            "That is suggestive, not established: the noise comes from few seeds of a shorter "
-            "run of another recipe."
-        )
-    else:
-        text += "Seed noise alone could produce a lead of that size."
+    text += _lead_verdict({"val": val / sd, "test": test / sd})
     return {"UNetLeadSentence": text}
+
+
+def _lead_verdict(ratios: dict[str, float]) -> str:
+    """Each split's lead in standard deviations of a two-run difference, judged on its own: past
+    two is a lead to confirm, past three one that such noise would rarely produce."""
+    if min(ratios.values()) >= 3:
+        return (
+            "Both leads are beyond three of those standard deviations: noise of that size would "
+            "rarely produce them, though it was measured on another recipe."
+        )
+    beyond = [split for split, r in ratios.items() if r >= 2]
+    caveat = (
+        "suggestive, not established, with noise from few seeds of a shorter run of another recipe."
+    )
+    if len(beyond) == len(ratios):
+        return f"Both leads are beyond two of those standard deviations: {caveat}"
+    if beyond:
+        within = [split for split in ratios if split not in beyond]
+        return (
+            f"The {' and '.join(beyond)} lead is beyond two of those standard deviations and the "
+            f"{' and '.join(within)} lead within: {caveat}"
+        )
+    return "Both leads are within two of those standard deviations: seed noise could produce them."

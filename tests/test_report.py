@@ -826,11 +826,19 @@ def test_per_class_tally_and_grid_edge_macros_follow_the_numbers():
     assert lead.startswith(
         "UNet's lead over BaseConv in mean AP (0.100 on val, 0.080 on test) is 2.8 and 2.2 times"
     )
-    assert "That is suggestive, not established" in lead
-    runs[0]["mean_ap"] = 0.45  # two-run std 0.075: a lead of 1.3 and 1.1 of them
-    assert "Seed noise alone could produce" in _macros(numbers_macros(res))["UNetLeadSentence"]
+    assert "Both leads are beyond two of those standard deviations: suggestive" in lead
+    runs[0]["mean_ap"] = 0.45  # two-run std 0.075: leads of 1.3 and 1.1 of them
+    lead = _macros(numbers_macros(res))["UNetLeadSentence"]
+    assert lead.endswith(
+        "Both leads are within two of those standard deviations: seed noise could produce them."
+    )
+    runs[:] = [{"mean_ap": ap} for ap in (0.50, 0.5636, 0.5318)]  # two-run std 0.045: 2.2, 1.8
+    lead = _macros(numbers_macros(res))["UNetLeadSentence"]
+    assert (
+        "The val lead is beyond two of those standard deviations and the test lead within" in lead
+    )
     runs[:] = [{"mean_ap": ap} for ap in (0.50, 0.51, 0.505)]  # two-run std 0.007
-    assert "would rarely produce it" in _macros(numbers_macros(res))["UNetLeadSentence"]
+    assert "would rarely produce them" in _macros(numbers_macros(res))["UNetLeadSentence"]
     if res.get("instance"):
         assert m["InstGridEdge"] == "the mask threshold (0.6) is the largest in its grid"
         res["instance"]["postprocess"] |= {"sem_threshold": 0.4}
