@@ -14,6 +14,7 @@ from .report_tables import (
     fmt,
     join_words,
     plural,
+    seed_entries,
     tex_escape,
 )
 
@@ -113,13 +114,10 @@ def train_minutes(results: dict) -> dict[str, float]:
     (the semantic models of the models table), ``instance`` (every instance method),
     ``augmentation`` (Q1 study), ``sweep`` (Q1 sweep, each run once), ``levers`` (lever
     study), ``maskrcnn_levers`` (the Mask R-CNN lever study), ``seeds`` (seed study)."""
-    seeds = results.get("seeds") or []
     sweep = results.get("augment_sweep") or {}
     sweep_runs = {(r["crop_min"], r["flip_p"], r["seed"]): r
                   for f in ("flip", "crop", "seeds") for r in sweep.get(f, [])}  # fmt: skip
-    seed_runs = [
-        r for e in (seeds if isinstance(seeds, list) else [seeds]) for r in e.get("runs") or []
-    ]
+    seed_runs = [r for e in seed_entries(results) for r in e.get("runs") or []]
     groups = {
         "models": list(results.get("models", {}).values()),
         "instance": [results.get(key) or {} for key, _ in INSTANCE_METHODS],

@@ -31,6 +31,7 @@ from .report_tables import (
     fmt,
     join_words,
     lever_text,
+    seed_entries,
     tex_escape,
 )
 
@@ -147,13 +148,13 @@ def baseline_macros(results: dict) -> Macros:
 def seed_macros(results: dict) -> Macros:
     """Q1 (and Q4, Q5): run-to-run noise from the seed study, when it ran."""
     out: Macros = {}
-    seeds = results.get("seeds")
-    if isinstance(seeds, list):  # `segkit seeds`: one entry per model, the first is the best model
-        for entry in seeds:
+    entries = seed_entries(results)
+    if isinstance(results.get("seeds"), list):  # `segkit seeds`: one entry per model
+        for entry in entries:
             aps = [r["mean_ap"] for r in entry.get("runs") or [] if r.get("mean_ap") is not None]
             if len(aps) >= 2:
                 out[f"Seed{_macro_word(entry['model'])}Spread"] = fmt(max(aps) - min(aps))
-        seeds = seeds[0] if seeds else None
+    seeds = entries[0] if entries else None
     if not seeds:
         return out
     aps = [r["mean_ap"] for r in seeds.get("runs") or [] if r.get("mean_ap") is not None]
@@ -194,8 +195,7 @@ def loss_macros(results: dict) -> Macros:
 def _study_epochs(results: dict) -> list[int]:
     """The epochs of the short studies' runs: Q1's study and sweep, the lever and seed studies."""
     runs = [*(results.get("augmentation") or []), *(results.get("levers") or [])]
-    seeds = results.get("seeds")
-    runs += seeds if isinstance(seeds, list) else [seeds] if seeds else []
+    runs += seed_entries(results)
     runs += [results["augment_sweep"]] if results.get("augment_sweep") else []
     return [r["epochs"] for r in runs if r.get("epochs")]
 

@@ -11,7 +11,7 @@ import re
 import statistics
 
 from .config import model_label as _config_label
-from .report_tables import distinct, fmt, join_words, lever_text, tex_escape
+from .report_tables import distinct, fmt, join_words, lever_text, seed_entries, tex_escape
 
 Macros = dict[str, str]
 
@@ -140,8 +140,7 @@ def _noise_runs(results: dict) -> list[tuple[str, list[dict]]]:
     """The repeated-seed runs of a short configuration: the seed study (before the levers) and
     the sweep's centre point (with them), as (description, runs) with two runs or more."""
     out = []
-    seeds = results.get("seeds")
-    seeds = seeds[0] if isinstance(seeds, list) and seeds else seeds
+    seeds = next(iter(seed_entries(results)), None)
     if seeds and len(seeds.get("runs") or []) >= 2 and _has_metrics(seeds["runs"]):
         out.append(("without the levers", seeds["runs"]))
     sweep = results.get("augment_sweep")
@@ -159,13 +158,13 @@ def _diff_sd(runs: list[dict], metric: str) -> float:
     return math.sqrt(2) * statistics.stdev(r[metric] for r in runs)
 
 
-def _against(diff: float, key: str, noise: list[tuple[str, list[dict]]]) -> str:
+def _against(diff: float, sds: list[tuple[str, float]]) -> str:
     """Where a difference of two single runs lies against two standard deviations of that
-    difference under each noise source, in words."""
-    beyond = [label for label, seeds in noise if diff > 2 * _diff_sd(seeds, key)]
-    if len(noise) == 1:
+    difference (``sds``: one per noise source, labelled), in words."""
+    beyond = [label for label, sd in sds if diff > 2 * sd]
+    if len(sds) == 1:
         return f"{'beyond' if beyond else 'within'} two of those standard deviations"
-    if len(beyond) in (0, len(noise)):
+    if len(beyond) in (0, len(sds)):
         return f"{'beyond' if beyond else 'within'} two of those standard deviations for both"
     return f"beyond two of those standard deviations only {beyond[0]}"
 
@@ -181,10 +180,10 @@ def weighting_macros(results: dict) -> Macros:
         return {}
     sds, groups = [], {}
     for key, word in WEIGHTING_METRICS:
-        sd = [fmt(_diff_sd(seeds, key)) for _, seeds in noise]
-        sds.append(f"{word} {' and '.join(sd)}")
+        sd = [(label, _diff_sd(seeds, key)) for label, seeds in noise]
+        sds.append(f"{word} {' and '.join(fmt(v) for _, v in sd)}")
         diff = abs(round(sqrt[key], 3) - round(inverse[key], 3))  # as the prose's numbers show
-        groups.setdefault(_against(diff, key, noise), []).append(f"{word} ({fmt(diff)})")
+        groups.setdefault(_against(diff, sd), []).append(f"{word} ({fmt(diff)})")
     which = ", then ".join(label for label, _ in noise)
     text = (
         "Two single runs of one configuration differ with a standard deviation of $\\sqrt2$ "
@@ -237,9 +236,7 @@ def _conclusion(flip: str, crop: str) -> str:
 def skips_noise_macros(results: dict) -> Macros:
     """Q6: UNet's lead over BaseConv in mean AP (val and test) in standard deviations of the
     difference between two single runs, from the seed study's UNet runs (\\UNetLeadSentence)."""
-    seeds = results.get("seeds")
-    seeds = seeds if isinstance(seeds, list) else [seeds] if seeds else []
-    unet = next((e for e in seeds if e.get("model") == "unet"), None)
+    unet = next((e for e in seed_entries(results) if e.get("model") == "unet"), None)
     models = results.get("models", {})
     runs = (unet or {}).get("runs") or []
     if len(runs) < 2 or not (models.get("unet") and models.get("baseconv")):

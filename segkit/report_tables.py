@@ -424,3 +424,10 @@ def lever_text(levers: dict) -> str:
     ema = "EMA" if lv["ema_decay"] else "no EMA"
     tta = "flip TTA" if lv["tta"] else "no TTA"
     return f"{lv['class_weighting']} class weights, {ema}, {tta}"
+
+
+def seed_entries(results: dict) -> list[dict]:
+    """The seed study's entries (``seeds.json``): one per model, the first the best model; an
+    older file holds a single entry."""
+    seeds = results.get("seeds")
+    return seeds if isinstance(seeds, list) else [seeds] if seeds else []
